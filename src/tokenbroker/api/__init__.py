@@ -1,0 +1,1 @@
+"""The HTTP edge: management API, OAuth callback and browser pages (aiohttp)."""

@@ -1,0 +1,274 @@
+"""Settings from ``tokenbroker.toml`` and the environment (the environment is a parameter).
+
+The environment overrides secrets and the database URL; client secrets and admin keys are
+read from environment variables or files, never required inline.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenbroker.db.schema import DEFAULT_TENANT
+from tokenbroker.errors import ConfigError
+from tokenbroker.protocol.endpoints import check_endpoint_url
+from tokenbroker.secret import Secret
+
+CONFIG_ENV = "TOKENBROKER_CONFIG"
+_TOP_KEYS = {
+    "public_url",
+    "database_url",
+    "key_file",
+    "keys_env",
+    "server",
+    "admin",
+    "tenants",
+    "connect",
+    "providers",
+    "refresh",
+    "gateway",
+    "audit",
+    "login",
+    "redis_url",
+    "webhook",
+}
+_CONNECT_KEYS = {
+    "user_verifier_url",
+    "require_verification",
+    "allowed_return_origins",
+    "session_ttl_seconds",
+    "state_ttl_seconds",
+}
+
+
+@dataclass(frozen=True)
+class ConnectSettings:
+    user_verifier_url: str | None = None
+    require_verification: bool = True
+    allowed_return_origins: tuple[str, ...] = ()
+    session_ttl_seconds: int = 1800
+    state_ttl_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    name: str
+    admin_keys: tuple[Secret, ...]
+    connect: ConnectSettings
+
+
+@dataclass(frozen=True)
+class ProviderSection:
+    """The operator's ``[providers.NAME]`` table, with its client secret already resolved."""
+
+    name: str
+    section: Mapping[str, Any]
+    client_secret: Secret | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str
+    database_url: str
+    key_file: Path | None
+    keys_env_value: Secret | None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
+    providers: Mapping[str, ProviderSection] = field(default_factory=dict)
+    source: Path | None = None
+
+    def tenant(self, name: str) -> TenantSettings:
+        return self.tenants[name]
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    return Path(explicit or environ.get(CONFIG_ENV) or "tokenbroker.toml")
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the config file; raise :class:`ConfigError` with a clear message."""
+    env = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} not found: run `tokenbroker init` or pass --config"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return parse_settings(raw, env, base_dir=path.parent, source=path)
+
+
+def parse_settings(
+    raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path, source: Path | None = None
+) -> Settings:
+    _reject_unknown(raw, _TOP_KEYS, "top level")
+    public_url = str(env.get("TOKENBROKER_PUBLIC_URL") or raw.get("public_url") or "")
+    if not public_url:
+        raise ConfigError("public_url is required (e.g. https://broker.example.com)")
+    check_endpoint_url(public_url, allow_insecure_loopback=True, what="public_url")
+    public_url = public_url.rstrip("/")
+    database_url = str(
+        env.get("TOKENBROKER_DATABASE_URL") or raw.get("database_url") or "sqlite:///tokenbroker.db"
+    )
+    database_url = _relative_sqlite(database_url, base_dir)
+    keys_env_name = str(raw.get("keys_env", "TOKENBROKER_KEYS"))
+    keys_env_value = Secret(env[keys_env_name]) if env.get(keys_env_name) else None
+    key_file = None
+    if keys_env_value is None:
+        key_file = base_dir / str(raw.get("key_file", "tokenbroker.keys"))
+    server = _table(raw, "server")
+    connect = _connect_settings(_table(raw, "connect"), "connect")
+    tenants = {
+        DEFAULT_TENANT: _tenant(DEFAULT_TENANT, _table(raw, "admin"), connect, env, base_dir)
+    }
+    for name, table in _table(raw, "tenants").items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[tenants.{name}] must be a table")
+        if name == DEFAULT_TENANT:
+            raise ConfigError("the default tenant is configured by [admin], not [tenants.default]")
+        tenant_connect = _connect_settings(
+            table.get("connect", {}), f"tenants.{name}.connect", connect
+        )
+        tenants[name] = _tenant(name, table, tenant_connect, env, base_dir)
+    providers = {
+        name: _provider_section(name, table, env, base_dir)
+        for name, table in _table(raw, "providers").items()
+    }
+    return Settings(
+        public_url=public_url,
+        database_url=database_url,
+        key_file=key_file,
+        keys_env_value=keys_env_value,
+        host=str(server.get("host", "127.0.0.1")),
+        port=int(server.get("port", 8000)),
+        tenants=tenants,
+        providers=providers,
+        source=source,
+    )
+
+
+def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _connect_settings(
+    raw: Mapping[str, Any], where: str, parent: ConnectSettings | None = None
+) -> ConnectSettings:
+    _reject_unknown(raw, _CONNECT_KEYS, f"[{where}]")
+    base = parent or ConnectSettings()
+    verifier = raw.get("user_verifier_url", base.user_verifier_url)
+    if verifier is not None:
+        verifier = check_endpoint_url(
+            str(verifier), allow_insecure_loopback=True, what=f"{where}.user_verifier_url"
+        )
+    origins = tuple(
+        str(o).rstrip("/") for o in raw.get("allowed_return_origins", base.allowed_return_origins)
+    )
+    return ConnectSettings(
+        user_verifier_url=verifier,
+        require_verification=bool(raw.get("require_verification", base.require_verification)),
+        allowed_return_origins=origins,
+        session_ttl_seconds=int(raw.get("session_ttl_seconds", base.session_ttl_seconds)),
+        state_ttl_seconds=int(raw.get("state_ttl_seconds", base.state_ttl_seconds)),
+    )
+
+
+def _tenant(
+    name: str,
+    raw: Mapping[str, Any],
+    connect: ConnectSettings,
+    env: Mapping[str, str],
+    base_dir: Path,
+) -> TenantSettings:
+    allowed = {"key_env", "key_file", "admin_key_env", "admin_key_file", "connect"}
+    _reject_unknown(raw, allowed, f"the admin settings of tenant {name!r}")
+    if "key" in raw or "admin_key" in raw:
+        raise ConfigError("admin keys are read from key_env or key_file, never inline")
+    env_names = raw.get("key_env", raw.get("admin_key_env"))
+    if env_names is None and name == DEFAULT_TENANT:
+        env_names = "TOKENBROKER_ADMIN_KEY"
+    files = raw.get("key_file", raw.get("admin_key_file"))
+    keys: list[Secret] = []
+    for env_name in _as_list(env_names):
+        if env.get(env_name):
+            keys.append(Secret(env[env_name]))
+    for file_name in _as_list(files):
+        keys.append(_read_secret_file(base_dir / file_name, f"admin key of tenant {name!r}"))
+    for key in keys:
+        if len(key.reveal()) < 16:
+            raise ConfigError(f"an admin key of tenant {name!r} is shorter than 16 characters")
+    return TenantSettings(name=name, admin_keys=tuple(keys), connect=connect)
+
+
+def _provider_section(
+    name: str, table: Any, env: Mapping[str, str], base_dir: Path
+) -> ProviderSection:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[providers.{name}] must be a table")
+    if "client_secret" in table:
+        raise ConfigError(
+            f"provider {name!r}: client_secret must not be inline; use client_secret_env or "
+            "client_secret_file"
+        )
+    secret: Secret | None = None
+    override = f"TOKENBROKER_PROVIDER_{name.upper().replace('-', '_')}_CLIENT_SECRET"
+    if env.get(override):
+        secret = Secret(env[override])
+    elif "client_secret_env" in table:
+        env_name = str(table["client_secret_env"])
+        if not env.get(env_name):
+            raise ConfigError(f"provider {name!r}: environment variable {env_name} is not set")
+        secret = Secret(env[env_name])
+    elif "client_secret_file" in table:
+        secret = _read_secret_file(
+            base_dir / str(table["client_secret_file"]), f"provider {name!r}"
+        )
+    section = {
+        k: v for k, v in table.items() if k not in {"client_secret_env", "client_secret_file"}
+    }
+    return ProviderSection(name=name, section=section, client_secret=secret)
+
+
+def _read_secret_file(path: Path, what: str) -> Secret:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{what}: cannot read secret file {str(path)!r} ({exc.strerror})"
+        ) from None
+    if not value:
+        raise ConfigError(f"{what}: secret file {str(path)!r} is empty")
+    return Secret(value)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _relative_sqlite(url: str, base_dir: Path) -> str:
+    """Resolve a relative SQLite path against the config file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base_dir / url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,1 @@
+"""Connections: one user's account at one provider, with its sealed tokens."""

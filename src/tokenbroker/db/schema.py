@@ -1,0 +1,177 @@
+"""Every table. Each row carries a tenant; a ``default`` tenant always exists.
+
+Secrets never live in these tables in the clear: tokens, verifiers and nonces are in
+``sealed_secrets`` as envelope-encrypted blobs (see :mod:`tokenbroker.vault`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from tokenbroker.db.types import JSONText, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+DEFAULT_TENANT = "default"
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# One connection per (tenant, user, provider). `version` increases on every token write, so a
+# stale writer can never overwrite a newer token (compare-and-swap; the lifecycle issue's lease
+# columns live here too).
+connections = Table(
+    "connections",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("status", String(20), nullable=False),  # active | degraded | needs_reauth | revoking
+    Column("scopes", JSONText(), nullable=False),
+    Column("account_id", String(255), nullable=True),
+    Column("account_label", String(255), nullable=True),
+    Column("connect_vars", JSONText(), nullable=False),
+    Column("access_token_expires_at", UTCDateTime(), nullable=True),
+    Column("has_refresh_token", Boolean(), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("last_refresh_at", UTCDateTime(), nullable=True),
+    Column("last_refresh_error", Text(), nullable=True),
+    Column("status_reason", Text(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("tenant_id", "user_id", "provider", name="uq_connections_owner"),
+)
+
+# A connect session is minted by the application for one user; it becomes a connection only
+# once that user is proven (user verifier confirmation, or broker sign-in).
+connect_sessions = Table(
+    "connect_sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("scopes", JSONText(), nullable=False),
+    Column("return_to", Text(), nullable=True),
+    # created -> authorizing -> pending_confirmation -> completed | failed | expired
+    Column("status", String(24), nullable=False),
+    Column("error", String(64), nullable=True),
+    Column("error_message", Text(), nullable=True),
+    Column("flow_id_hash", String(64), nullable=True),
+    Column("account_id", String(255), nullable=True),
+    Column("account_label", String(255), nullable=True),
+    Column("granted_scopes", JSONText(), nullable=True),
+    Column("connect_vars", JSONText(), nullable=True),
+    Column("access_token_expires_at", UTCDateTime(), nullable=True),
+    Column("connection_id", String(40), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# One browser's attempt at an authorization: the cookie holds `binding` (a random reference);
+# the row keeps only hashes of state and binding, and the sealed nonce and PKCE verifier.
+auth_flows = Table(
+    "auth_flows",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("connect_session_id", String(40), ForeignKey("connect_sessions.id"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("state_hash", String(64), nullable=False, unique=True),
+    Column("binding_hash", String(64), nullable=False),
+    Column("scopes", JSONText(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Envelope-encrypted values. `owner_kind`/`owner_id`/`field` and tenant/user are bound into the
+# AEAD associated data, so a blob copied onto another row fails to open.
+sealed_secrets = Table(
+    "sealed_secrets",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("owner_kind", String(24), nullable=False),  # connection | connect_session | auth_flow
+    Column("owner_id", String(40), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("blob", LargeBinary(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("owner_kind", "owner_id", "field", name="uq_sealed_secrets_owner"),
+    Index("ix_sealed_secrets_key_id", "key_id"),
+)
+
+# Proof that the configured keys are the ones the data was sealed with: one known value sealed
+# under each key when it is first used. A wrong key file fails here at start, before any write.
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("blob", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Durable queue of provider-side revocations (RFC 7009), retried with backoff up to 24 h.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("connection_id", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | gave_up
+    Column("attempts", Integer(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("give_up_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The recording seam's plain table; the audit issue hardens it (chain, batching, signatures).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("user_id", String(255), nullable=True),
+    Column("provider", String(64), nullable=True),
+    Column("connection_id", String(40), nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Column("detail", JSONText(), nullable=False),
+    Index("ix_events_tenant_at", "tenant_id", "at"),
+)

@@ -1,0 +1,157 @@
+"""Building the broker from settings, and running it (one process or several workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from tokenbroker.api.app import create_app
+from tokenbroker.clock import SystemClock
+from tokenbroker.config import Settings
+from tokenbroker.connect import revocation
+from tokenbroker.db.engine import create_engine
+from tokenbroker.db.migrate import ensure_current, ensure_default_tenant
+from tokenbroker.errors import ConfigError, TokenBrokerError
+from tokenbroker.providers.jwks import JwksCache
+from tokenbroker.providers.registry import ProviderRegistry
+from tokenbroker.records import Recorder, TableRecorder
+from tokenbroker.services import Services
+from tokenbroker.transport import Transport
+from tokenbroker.vault.envelope import Envelope, KeyRingProvider
+from tokenbroker.vault.key_checks import ensure_key_check, verify_keys
+from tokenbroker.vault.keyring import ReloadingKeyRing, StaticKeyRing, load_keyring
+from tokenbroker.vault.sealed_store import SealedStore
+
+log = logging.getLogger("tokenbroker")
+REVOCATION_SWEEP_SECONDS = 30.0
+
+
+def keyring_provider(settings: Settings) -> KeyRingProvider:
+    if settings.keys_env_value is not None:
+        return StaticKeyRing(load_keyring(None, settings.keys_env_value.reveal()))
+    if settings.key_file is None:
+        raise ConfigError("no key file configured")
+    return ReloadingKeyRing(settings.key_file)
+
+
+async def build_services(
+    settings: Settings, *, recorder: Recorder | None = None, check_schema: bool = True
+) -> Services:
+    """Open everything and check keys against the database before anything is written."""
+    keys = keyring_provider(settings)  # a missing or malformed key file stops us here
+    envelope = Envelope(keys)
+    engine = create_engine(settings.database_url)
+    try:
+        if check_schema:
+            await ensure_current(engine, settings.database_url)
+        async with engine.connect() as conn:
+            await verify_keys(conn, envelope)
+        async with engine.begin() as conn:
+            await ensure_key_check(conn, envelope)
+        await ensure_default_tenant(engine, sorted(settings.tenants))
+    except BaseException:
+        await engine.dispose()
+        raise
+    transport = Transport()
+    clock = SystemClock()
+    return Services(
+        settings=settings,
+        engine=engine,
+        sealed=SealedStore(envelope, clock=clock),
+        providers=ProviderRegistry(settings.providers, transport),
+        jwks=JwksCache(transport),
+        transport=transport,
+        recorder=recorder or TableRecorder(engine),
+        clock=clock,
+    )
+
+
+async def close_services(svc: Services) -> None:
+    await svc.transport.close()
+    await svc.engine.dispose()
+
+
+async def revocation_worker(svc: Services, interval: float = REVOCATION_SWEEP_SECONDS) -> None:
+    """Retries queued provider revocations until they succeed or give up after 24 h."""
+    while True:
+        try:
+            for job_id in await revocation.due_jobs(svc, svc.clock.now()):
+                await revocation.attempt(svc, job_id)
+        except TokenBrokerError as exc:
+            log.warning("revocation sweep failed: %s", exc.message)
+        except Exception:
+            log.exception("revocation sweep failed")
+        await asyncio.sleep(interval)
+
+
+def warn_about_settings(settings: Settings) -> None:
+    for name, tenant in settings.tenants.items():
+        if not tenant.connect.require_verification:
+            log.warning(
+                "tenant %r: connect.require_verification = false; whoever opens a connect link "
+                "completes it. Use this for local development and the demo only.",
+                name,
+            )
+        elif tenant.connect.user_verifier_url is None:
+            log.warning(
+                "tenant %r has no [connect] user_verifier_url: connect links cannot be completed",
+                name,
+            )
+        if not tenant.admin_keys:
+            log.warning("tenant %r has no admin key: its management API is closed", name)
+
+
+async def make_app(settings: Settings) -> web.Application:
+    svc = await build_services(settings)
+    warn_about_settings(settings)
+    for name, result in (await svc.providers.resolve_all()).items():
+        if isinstance(result, TokenBrokerError):
+            log.error("provider %r is not usable yet: %s", name, result.message)
+    app = create_app(svc)
+
+    async def background(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(revocation_worker(svc))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await close_services(svc)
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    if workers <= 1:
+        web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(settings.source, host, port), daemon=False)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()
+
+
+def _worker(source: object, host: str, port: int) -> None:
+    from pathlib import Path
+
+    from tokenbroker.config import load_settings
+
+    settings = load_settings(Path(str(source)))
+    web.run_app(
+        make_app(settings), host=host, port=port, reuse_port=True, print=None, access_log=None
+    )

@@ -1,0 +1,223 @@
+"""A real broker on loopback, next to the DEMO provider playing a strict or hostile server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tokenbroker.api.app import create_app
+from tokenbroker.config import Settings, parse_settings
+from tokenbroker.db.migrate import upgrade
+from tokenbroker.demo.api import create_api_app
+from tokenbroker.demo.provider import create_provider_app
+from tokenbroker.demo.settings import DemoClient, DemoProviderSettings
+from tokenbroker.demo.state import DemoState
+from tokenbroker.runtime import build_services, close_services
+from tokenbroker.services import Services
+from tokenbroker.vault.keyring import create_key_file
+
+ADMIN_KEY = "admin-key-default-0123456789"
+OTHER_ADMIN_KEY = "admin-key-tenant-b-0123456789"
+CLIENT_SECRET = "client-secret-for-tests"
+PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def postgres_url() -> str:
+    """A clean ``public`` schema on the local server, or a skip (a failure in CI)."""
+    for url in PG_URLS:
+        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP SCHEMA public CASCADE"))
+                await conn.execute(text("CREATE SCHEMA public"))
+            return url
+        except (OSError, Exception):  # noqa: S112 - try the next role
+            continue
+        finally:
+            await engine.dispose()
+    if os.environ.get("TOKENBROKER_REQUIRE_SERVICES") == "1":
+        pytest.fail("PostgreSQL on 127.0.0.1:5432 is required (TOKENBROKER_REQUIRE_SERVICES=1)")
+    pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    database_url: str
+    provider_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    broker_port: int = field(default_factory=free_port)
+    verifier_port: int = field(default_factory=free_port)
+    state: DemoState | None = None
+    svc: Services | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+    http: aiohttp.ClientSession | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.provider_port}"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.broker_port}"
+
+    @property
+    def verifier_url(self) -> str:
+        return f"http://127.0.0.1:{self.verifier_port}/verify"
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        connect = {
+            "user_verifier_url": self.verifier_url,
+            "allowed_return_origins": ["https://app.example.com"],
+        }
+        connect.update(overrides.pop("connect", {}))
+        provider = {
+            "issuer": self.issuer,
+            "client_id": "broker",
+            "client_secret_env": "ACME_CLIENT_SECRET",
+            "scopes": ["openid", "email", "offline_access"],
+            "api_base_url": f"http://127.0.0.1:{self.api_port}",
+            "allow_insecure_loopback": True,
+        }
+        provider.update(overrides.pop("provider", {}))
+        raw: dict[str, Any] = {
+            "public_url": self.public_url,
+            "database_url": self.database_url,
+            "key_file": "tokenbroker.keys",
+            "admin": {"key_env": "TB_ADMIN"},
+            "tenants": {"b": {"admin_key_env": "TB_ADMIN_B"}},
+            "connect": connect,
+            "providers": {"acme": provider, **overrides.pop("providers", {})},
+        }
+        raw.update(overrides)
+        return raw
+
+    def settings(self, raw: Mapping[str, Any]) -> Settings:
+        env = {
+            "TB_ADMIN": ADMIN_KEY,
+            "TB_ADMIN_B": OTHER_ADMIN_KEY,
+            "ACME_CLIENT_SECRET": CLIENT_SECRET,
+        }
+        return parse_settings(raw, env, base_dir=self.tmp)
+
+    async def start(self, **overrides: Any) -> Services:
+        provider_settings = DemoProviderSettings(
+            issuer=self.issuer,
+            clients=(
+                DemoClient("broker", CLIENT_SECRET, (f"{self.public_url}/oauth/callback/acme",)),
+            ),
+            device_interval=1,
+        )
+        self.state = DemoState(provider_settings)
+        self.state.behaviour.auto_approve_user = "alice"
+        await self._run(create_provider_app(provider_settings, self.state), self.provider_port)
+        await self._run(create_api_app(self.state), self.api_port)
+        settings = self.settings(self.config(**overrides))
+        if not (self.tmp / "tokenbroker.keys").exists():
+            create_key_file(self.tmp / "tokenbroker.keys")
+        await asyncio.to_thread(upgrade, settings.database_url)
+        self.svc = await build_services(settings)
+        await self._run(create_app(self.svc), self.broker_port)
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        return self.svc
+
+    async def _run(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self.runners.append(runner)
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        if self.svc is not None:
+            await close_services(self.svc)
+
+    # --- calls -----------------------------------------------------------------------------
+    async def admin(
+        self, method: str, path: str, body: Any = None, *, key: str = ADMIN_KEY
+    ) -> tuple[int, Any]:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with aiohttp.ClientSession() as plain, plain.request(
+            method, self.public_url + path, json=body, headers=headers
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def get(self, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        assert self.http is not None
+        resp = await self.http.get(url, allow_redirects=False, **kwargs)
+        await resp.read()
+        return resp
+
+    async def start_connect(
+        self, user_id: str = "alice", scopes: list[str] | None = None
+    ) -> dict[str, Any]:
+        status, doc = await self.admin(
+            "POST",
+            "/v1/connect-sessions",
+            {"user_id": user_id, "provider": "acme", "scopes": scopes or ["files:read"]},
+        )
+        assert status == 201, doc
+        return dict(doc)
+
+    async def authorize(self, link: str) -> str:
+        """Open the connect link and let the provider approve; returns the callback URL."""
+        to_provider = await self.get(link)
+        assert to_provider.status == 302, await to_provider.text()
+        to_callback = await self.get(to_provider.headers["Location"])
+        assert to_callback.status == 302, await to_callback.text()
+        return to_callback.headers["Location"]
+
+    async def callback(self, url: str) -> aiohttp.ClientResponse:
+        return await self.get(url)
+
+    async def connect(self, user_id: str = "alice", scopes: list[str] | None = None) -> Any:
+        """The whole happy path, confirmation included; returns the connection JSON."""
+        session = await self.start_connect(user_id, scopes)
+        done = await self.callback(await self.authorize(session["authorization_url"]))
+        assert done.status == 302, await done.text()
+        query = parse_qs(urlsplit(done.headers["Location"]).query)
+        status, doc = await self.admin(
+            "POST",
+            f"/v1/connect-sessions/{query['connect_session_id'][0]}/confirm",
+            {"flow_id": query["flow_id"][0], "user_id": user_id},
+        )
+        assert status == 200, doc
+        return doc["connection"]
+
+    @property
+    def token_calls(self) -> int:
+        assert self.state is not None
+        return int(self.state.counters.get("token_calls", 0))
+
+
+@asynccontextmanager
+async def running(tmp: Path, database_url: str, **overrides: Any) -> AsyncIterator[Harness]:
+    harness = Harness(tmp=tmp, database_url=database_url)
+    try:
+        await harness.start(**overrides)
+        yield harness
+    finally:
+        await harness.stop()
