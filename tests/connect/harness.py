@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tokenbroker.api.app import create_app
@@ -41,19 +43,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def postgres_url() -> str:
-    """A clean ``public`` schema on the local server, or a skip (a failure in CI)."""
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database on the local server for one test, or a skip (a failure in CI)."""
+    name = f"tb_test_{uuid.uuid4().hex[:12]}"
     for url in PG_URLS:
-        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"))
+        admin = create_async_engine(
+            url.replace("postgresql://", "postgresql+asyncpg://"), isolation_level="AUTOCOMMIT"
+        )
         try:
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-            return url
-        except (OSError, Exception):  # noqa: S112 - try the next role
+            async with admin.connect() as conn:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except (OSError, SQLAlchemyError):
+            await admin.dispose()
             continue
+        try:
+            yield url.rsplit("/", 1)[0] + "/" + name
         finally:
-            await engine.dispose()
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await admin.dispose()
+        return
     if os.environ.get("TOKENBROKER_REQUIRE_SERVICES") == "1":
         pytest.fail("PostgreSQL on 127.0.0.1:5432 is required (TOKENBROKER_REQUIRE_SERVICES=1)")
     pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
@@ -160,9 +170,10 @@ class Harness:
     ) -> tuple[int, Any]:
         assert self.http is not None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with aiohttp.ClientSession() as plain, plain.request(
-            method, self.public_url + path, json=body, headers=headers
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as plain,
+            plain.request(method, self.public_url + path, json=body, headers=headers) as resp,
+        ):
             return resp.status, await resp.json()
 
     async def get(self, url: str, **kwargs: Any) -> aiohttp.ClientResponse:

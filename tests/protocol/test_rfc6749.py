@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
@@ -31,8 +32,6 @@ def _req(**changes: object) -> AuthorizationRequest:
         code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
         scopes=("openid", "email"),
     )
-    from dataclasses import replace
-
     return replace(base, **changes)  # type: ignore[arg-type]
 
 

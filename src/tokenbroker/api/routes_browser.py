@@ -7,7 +7,7 @@ from aiohttp import web
 from tokenbroker.api.http import redirect
 from tokenbroker.api.keys import PAGES, SERVICES
 from tokenbroker.connect import authorize, callback
-from tokenbroker.errors import TokenBrokerError
+from tokenbroker.errors import InvalidState, TokenBrokerError
 
 routes = web.RouteTableDef()
 
@@ -50,6 +50,8 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
     provider = request.match_info["provider"]
     cookie = request.cookies.get(authorize.FLOW_COOKIE)
     try:
+        if any(len(request.query.getall(key)) > 1 for key in request.query):
+            raise InvalidState("a callback parameter is repeated (RFC 6749 §3.1)")
         outcome = await callback.handle(svc, provider, request.query, cookie)
     except TokenBrokerError as exc:
         return _error_page(request, exc, "The account could not be connected")

@@ -71,6 +71,13 @@ class ProviderSummary:
     tokens_expire: bool
     docs_url: str | None
 
+    def __str__(self) -> str:
+        kind = "OIDC" if self.oidc else "OAuth 2.0"
+        expiry = "expiring tokens" if self.tokens_expire else "non-expiring tokens"
+        return (
+            f"{self.name:<12} {self.display_name:<30} {kind:<9} {expiry:<19} {self.docs_url or ''}"
+        )
+
 
 def provider_summaries() -> list[ProviderSummary]:
     """Every shipped template, by name."""
@@ -147,6 +154,10 @@ def build_provider(
     else:
         scopes = ()
     uses_openid = "openid" in scopes
+    scope_param = parse.scope_parameter(layers.str_("scope_parameter") or "scope", provider=name)
+    response_path = parse.dotted_path(
+        layers.str_("token_response_path") or "", provider=name, field="token_response_path"
+    )
 
     secret_given = client_secret is not None and bool(client_secret)
     method_text = layers.str_("token_endpoint_auth_method")
@@ -218,7 +229,7 @@ def build_provider(
         scopes=scopes,
         scope_separator=separator,
         authorization_params=parse.authorization_params(
-            layers.str_map("authorization_params"), provider=name
+            layers.str_map("authorization_params"), provider=name, scope_parameter=scope_param
         ),
         prompt_consent_for_refresh=prompt_consent,
         code_challenge_methods_supported=pkce,
@@ -250,6 +261,8 @@ def build_provider(
         ),
         variables=values,
         account_graphql_query=graphql,
+        scope_parameter=scope_param,
+        token_response_path=response_path,
     )
 
 

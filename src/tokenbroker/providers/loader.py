@@ -38,6 +38,8 @@ QUIRK_KEYS: Final = (
     *ENDPOINT_KEYS,
     "token_endpoint_auth_method",
     "scope_separator",
+    "scope_parameter",
+    "token_response_path",
     "authorization_params",
     "prompt_consent_for_refresh",
     "code_challenge_methods_supported",

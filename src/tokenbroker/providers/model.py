@@ -103,6 +103,12 @@ class ProviderSpec:
     # GraphQL-only APIs (Linear): the account lookup POSTs {"query": ...} as JSON to
     # account.userinfo_url instead of a GET.
     account_graphql_query: str | None = None
+    # Name of the authorization request parameter that carries the scopes (Slack user tokens:
+    # "user_scope").
+    scope_parameter: str = "scope"
+    # Dotted path to the object of the token response that holds access_token, refresh_token,
+    # expires_in and scope (Slack user tokens: "authed_user"); None means the top level.
+    token_response_path: str | None = None
 
     def redirect_uri(self, public_url: str) -> str:
         """Each provider has its own redirect URI (RFC 9700 §4.4.2.2, mix-up defence)."""

@@ -59,6 +59,7 @@ _TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.
 _SCOPE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 NQCHAR
 _OP_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _PATH_RE: Final = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]|/|\{[A-Za-z_][A-Za-z0-9_]*\})*")
+_DOTTED_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _ACCOUNT_SOURCES: Final = ("id_token", "token_response", "userinfo")
 _AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
@@ -109,9 +110,28 @@ def scopes(value: object, *, provider: str, separator: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def authorization_params(params: Mapping[str, str], *, provider: str) -> dict[str, str]:
+def scope_parameter(value: str, *, provider: str) -> str:
+    if _TOKEN_RE.fullmatch(value) is None or (
+        value != "scope" and value in RESERVED_AUTHORIZATION_PARAMS
+    ):
+        raise ConfigError(f"provider {provider!r}: invalid scope_parameter {value[:40]!r}")
+    return value
+
+
+def dotted_path(value: str, *, provider: str, field: str) -> str | None:
+    """A dotted path into JSON such as ``authed_user``; the empty string means None."""
+    if not value:
+        return None
+    if _DOTTED_RE.fullmatch(value) is None:
+        raise ConfigError(f"provider {provider!r}: {field} must be a dotted path of names")
+    return value
+
+
+def authorization_params(
+    params: Mapping[str, str], *, provider: str, scope_parameter: str = "scope"
+) -> dict[str, str]:
     for key, value in params.items():
-        if key in RESERVED_AUTHORIZATION_PARAMS:
+        if key in RESERVED_AUTHORIZATION_PARAMS or key == scope_parameter:
             raise ConfigError(
                 f"provider {provider!r}: authorization_params must not set {key!r}"
                 " (the broker sets it)"

@@ -1,0 +1,139 @@
+"""The command line: init, migrate, keys rotation and start-up refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tokenbroker.cli import cli
+from tokenbroker.config import load_settings
+from tokenbroker.errors import KeyError_
+from tokenbroker.runtime import build_services, close_services
+
+ENV = {"TOKENBROKER_ADMIN_KEY": "an-admin-key-of-enough-length"}
+
+
+def _init(tmp_path: Path) -> Path:
+    result = CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "tokenbroker.toml"
+
+
+def _run(config: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--config", str(config), *args], env=ENV)
+    return result.exit_code, result.output
+
+
+def test_init_writes_config_and_private_key_files_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    _init(tmp_path)
+    for name in ("tokenbroker.keys", "tokenbroker.admin-key"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode == 0o600, name
+    before = (tmp_path / "tokenbroker.keys").read_bytes()
+    again = CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)])
+    assert again.exit_code != 0
+    assert "refusing to overwrite" in again.output
+    assert (tmp_path / "tokenbroker.keys").read_bytes() == before
+
+
+def test_help_of_every_command_is_useful() -> None:
+    for args in (
+        [],
+        ["serve"],
+        ["init"],
+        ["migrate"],
+        ["providers"],
+        ["keys"],
+        ["keys", "rewrap"],
+        ["demo"],
+    ):
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0
+        assert "Usage" in result.output
+
+
+def test_migrate_then_start_then_key_rotation_end_to_end(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    assert _run(config, "migrate") == (0, "database schema is up to date\n")
+    settings = load_settings(config, ENV)
+
+    async def start_and_seal() -> None:
+        from tokenbroker.secret import Secret
+        from tokenbroker.vault.envelope import SealContext
+
+        svc = await build_services(settings)
+        try:
+            async with svc.engine.begin() as conn:
+                ctx = SealContext("default", "alice", "connection", "conn_1", "access_token")
+                await svc.sealed.put(conn, ctx, Secret("canary-access-token"))
+        finally:
+            await close_services(svc)
+
+    asyncio.run(start_and_seal())
+    old_id = json.loads((tmp_path / "tokenbroker.keys").read_text())["active"]
+    code, out = _run(config, "keys", "add")
+    assert code == 0, out
+    new_id = out.split()[1]
+    code, out = _run(config, "keys", "promote", new_id)
+    assert code == 0, out
+    code, out = _run(config, "keys", "retire", old_id)
+    assert code != 0
+    assert "rewrap" in out
+    code, out = _run(config, "keys", "rewrap")
+    assert code == 0, out
+    assert "re-wrapped 1" in out
+    code, out = _run(config, "keys", "retire", old_id)
+    assert code == 0, out
+    code, out = _run(config, "keys", "check")
+    assert code == 0, out
+    assert "ok" in out
+
+
+def test_broker_refuses_to_start_with_a_different_key_file(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    assert _run(config, "migrate")[0] == 0
+    settings = load_settings(config, ENV)
+
+    async def start() -> None:
+        svc = await build_services(settings)
+        await close_services(svc)
+
+    asyncio.run(start())
+    keys = tmp_path / "tokenbroker.keys"
+    keys.unlink()
+    from tokenbroker.vault.keyring import create_key_file
+
+    create_key_file(keys)
+    with pytest.raises(KeyError_, match="does not match"):
+        asyncio.run(start())
+
+
+def test_broker_refuses_to_start_without_a_key_file(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    (tmp_path / "tokenbroker.keys").unlink()
+    settings = load_settings(config, ENV)
+    with pytest.raises(KeyError_, match="not found"):
+        asyncio.run(build_services(settings))
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    settings = load_settings(config, ENV)
+    from tokenbroker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tokenbroker migrate"):
+        asyncio.run(build_services(settings))
+
+
+def test_providers_lists_templates(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    code, out = _run(config, "providers")
+    assert code == 0, out
+    for name in ("google", "microsoft", "github", "salesforce", "okta"):
+        assert name in out
