@@ -19,6 +19,7 @@ from tokenbroker.errors import BadRequest, NotFound
 from tokenbroker.ids import digest, new_id, new_secret_value
 from tokenbroker.protocol.rfc6749 import AuthorizationRequest, authorization_url
 from tokenbroker.protocol.rfc7636 import new_code_verifier, require_s256, s256_challenge
+from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.records import Event
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
@@ -43,6 +44,14 @@ def flow_context(tenant_id: str, user_id: str, flow_id: str, field: str) -> Seal
     return SealContext(
         tenant_id=tenant_id, user_id=user_id, owner_kind="auth_flow", owner_id=flow_id, field=field
     )
+
+
+def _extra_params(spec: ProviderSpec, scopes: tuple[str, ...]) -> dict[str, str]:
+    """Provider extras, plus the scopes under another name where the provider wants that."""
+    extra = dict(spec.authorization_params)
+    if spec.scope_parameter != "scope":
+        extra[spec.scope_parameter] = spec.scope_separator.join(scopes)
+    return extra
 
 
 async def begin(svc: Services, session_id: str) -> BrowserRedirect:
@@ -99,11 +108,11 @@ async def begin(svc: Services, session_id: str) -> BrowserRedirect:
             redirect_uri=spec.redirect_uri(svc.settings.public_url),
             state=state,
             code_challenge=s256_challenge(verifier),
-            scopes=scopes,
+            scopes=scopes if spec.scope_parameter == "scope" else (),
             scope_separator=spec.scope_separator,
             nonce=nonce,
             resource=spec.resource,
-            extra=spec.authorization_params,
+            extra=_extra_params(spec, scopes),
             prompt=prompt,
         )
     )

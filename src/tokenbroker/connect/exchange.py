@@ -10,16 +10,20 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from tokenbroker.errors import NoRefreshToken, ProtocolError
 from tokenbroker.protocol.oidc import header_kid, validate_id_token
-from tokenbroker.protocol.request import ClientAuth
+from tokenbroker.protocol.request import ClientAuth, PreparedRequest
 from tokenbroker.protocol.rfc6749 import authorization_code_request
-from tokenbroker.protocol.token_response import TokenResponse, parse_token_response
+from tokenbroker.protocol.token_response import (
+    TokenResponse,
+    parse_token_response,
+    strip_secrets,
+)
 from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
@@ -64,10 +68,17 @@ async def exchange_code(
     )
     raw = await svc.transport.send(request, provider=spec.name)
     now = svc.clock.now()
-    tokens = parse_token_response(raw.status, raw.content_type, raw.body, now=now)
+    tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, now)
     claims: Mapping[str, Any] = {}
-    if spec.uses_openid:
+    if spec.uses_openid and spec.issuer is not None:
         claims = await _validated_claims(svc, spec, tokens, nonce, now)
+    elif spec.account.source == "id_token":
+        if spec.uses_openid:
+            raise ProtocolError(f"provider {spec.name!r} has no issuer to check its ID tokens")
+    else:
+        # No single issuer to check against (e.g. Entra "common"): the ID token is not used
+        # for anything, so it is not kept either.
+        tokens = replace(tokens, id_token=None)
     if (
         spec.tokens_expire
         and tokens.expires_at is not None
@@ -88,6 +99,28 @@ async def exchange_code(
         account_label=label,
         connect_vars=extract_connect_vars(spec, tokens.raw),
     )
+
+
+def parse_tokens(
+    spec: ProviderSpec, status: int, content_type: str | None, body: bytes, now: datetime
+) -> TokenResponse:
+    """Parse a token response; ``token_response_path`` picks a nested token (Slack user tokens).
+
+    Errors are read at the top level first; ``raw`` stays the whole (secret-free) response, so
+    account ids and connect-time variables can come from anywhere in it.
+    """
+    path = spec.token_response_path
+    if not path or status != 200:
+        return parse_token_response(status, content_type, body, now=now)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return parse_token_response(status, content_type, body, now=now)
+    nested = dotted(doc, path) if isinstance(doc, dict) else None
+    if not isinstance(nested, dict) or "error" in doc or doc.get("ok") is False:
+        return parse_token_response(status, content_type, body, now=now)
+    tokens = parse_token_response(status, "application/json", json.dumps(nested).encode(), now=now)
+    return replace(tokens, raw=strip_secrets(doc))
 
 
 async def _validated_claims(
@@ -124,11 +157,14 @@ async def _account(
         url = source.userinfo_url or spec.userinfo_endpoint
         if url is None:
             raise ProtocolError(f"provider {spec.name!r} has no userinfo URL for the account id")
-        resp = await svc.transport.get(
-            url,
-            provider=spec.name,
-            headers={"Authorization": f"Bearer {tokens.access_token.reveal()}"},
-        )
+        bearer = {"Authorization": f"Bearer {tokens.access_token.reveal()}"}
+        if spec.account_graphql_query:
+            query = json.dumps({"query": spec.account_graphql_query})
+            headers = (*bearer.items(), ("Content-Type", "application/json"))
+            graphql = PreparedRequest(url=url, headers=headers, body=query)
+            resp = await svc.transport.send(graphql, provider=spec.name)
+        else:
+            resp = await svc.transport.get(url, provider=spec.name, headers=bearer)
         if resp.status != 200:
             raise ProtocolError(f"provider {spec.name!r} userinfo answered {resp.status}")
         try:
