@@ -189,15 +189,18 @@ def test_provider_env_override_wins_over_env_and_file(tmp_path: Path) -> None:
     settings = parse(raw, env, base_dir=tmp_path)
     my_corp = settings.providers["my-corp"].client_secret
     other = settings.providers["other"].client_secret
-    assert my_corp is not None and my_corp.reveal() == CANARY
-    assert other is not None and other.reveal() == "override-other"
+    assert my_corp is not None
+    assert my_corp.reveal() == CANARY
+    assert other is not None
+    assert other.reveal() == "override-other"
 
 
 def test_provider_override_satisfies_a_missing_named_env_var() -> None:
     env = {"TOKENBROKER_PROVIDER_ACME_CLIENT_SECRET": CANARY}
     settings = parse(provider(client_secret_env="UNSET_VAR"), env)
     secret = settings.providers["acme"].client_secret
-    assert secret is not None and secret.reveal() == CANARY
+    assert secret is not None
+    assert secret.reveal() == CANARY
 
 
 def test_provider_without_secret_settings_has_none() -> None:
@@ -333,7 +336,7 @@ def test_short_admin_key_is_refused() -> None:
 
 
 def test_short_tenant_admin_key_is_refused_naming_the_tenant() -> None:
-    with pytest.raises(ConfigError, match="'b'.*shorter than 16"):
+    with pytest.raises(ConfigError, match=r"'b'.*shorter than 16"):
         parse({"tenants": {"b": {"admin_key_env": "B_KEY"}}}, {"B_KEY": "short"})
 
 

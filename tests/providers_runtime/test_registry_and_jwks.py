@@ -4,6 +4,7 @@ aiohttp servers that count the requests they receive."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections import Counter
@@ -152,9 +153,7 @@ async def test_discovery_refetched_after_ttl(stub: Stub, transport: Transport) -
     assert stub.hits[OIDC] == 2
 
 
-async def test_last_good_metadata_kept_when_refresh_fails(
-    stub: Stub, transport: Transport
-) -> None:
+async def test_last_good_metadata_kept_when_refresh_fails(stub: Stub, transport: Transport) -> None:
     stub.json(OIDC, metadata(stub.base))
     reg = registry(transport, discovered("acme", stub.base), metadata_ttl=0.0)
     first = await reg.get("acme")
@@ -167,11 +166,12 @@ async def test_falls_back_to_rfc8414_document(stub: Stub, transport: Transport) 
     stub.json(OAUTH, metadata(stub.base))
     spec = await registry(transport, discovered("acme", stub.base)).get("acme")
     assert spec.token_endpoint == f"{stub.base}/token"
-    assert stub.hits[OIDC] == 1 and stub.hits[OAUTH] == 1
+    assert stub.hits[OIDC] == 1
+    assert stub.hits[OAUTH] == 1
 
 
 async def test_both_documents_missing(stub: Stub, transport: Transport) -> None:
-    with pytest.raises(DiscoveryError, match="'acme'.*404"):
+    with pytest.raises(DiscoveryError, match=r"'acme'.*404"):
         await registry(transport, discovered("acme", stub.base)).get("acme")
 
 
@@ -195,7 +195,7 @@ async def test_configured_trailing_slash_differs_from_document(
 
 async def test_other_issuer_in_document_is_refused(stub: Stub, transport: Transport) -> None:
     stub.json(OIDC, metadata(stub.base) | {"issuer": "https://evil.example.com"})
-    with pytest.raises(DiscoveryError, match="'acme'.*issuer"):
+    with pytest.raises(DiscoveryError, match=r"'acme'.*issuer"):
         await registry(transport, discovered("acme", stub.base)).get("acme")
 
 
@@ -227,7 +227,7 @@ async def test_server_error_is_discovery_error(stub: Stub, transport: Transport)
 
 async def test_non_json_is_discovery_error(stub: Stub, transport: Transport) -> None:
     stub.raw(OIDC, b"<html>login</html>")
-    with pytest.raises(DiscoveryError, match="'acme'.*not JSON"):
+    with pytest.raises(DiscoveryError, match=r"'acme'.*not JSON"):
         await registry(transport, discovered("acme", stub.base)).get("acme")
 
 
@@ -384,8 +384,10 @@ async def test_jwks_cached_per_uri(stub: Stub, transport: Transport) -> None:
     cache = JwksCache(transport)
     a = await cache.get(f"{stub.base}/a", provider="a", kid="a1")
     b = await cache.get(f"{stub.base}/b", provider="b", kid="b1")
-    assert a["keys"][0]["kid"] == "a1" and b["keys"][0]["kid"] == "b1"
-    assert stub.hits["/a"] == 1 and stub.hits["/b"] == 1
+    assert a["keys"][0]["kid"] == "a1"
+    assert b["keys"][0]["kid"] == "b1"
+    assert stub.hits["/a"] == 1
+    assert stub.hits["/b"] == 1
 
 
 @pytest.mark.parametrize(
@@ -480,7 +482,7 @@ async def test_streamed_body_over_one_mib_raises(stub: Stub, transport: Transpor
         try:
             for _ in range(40):  # 2.5 MiB, chunked, no Content-Length
                 await resp.write(chunk)
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             pass
         return resp
 
@@ -501,10 +503,8 @@ async def test_slow_server_times_out_naming_provider_without_body(stub: Stub) ->
     release = asyncio.Event()
 
     async def slow(_: web.Request) -> web.Response:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(release.wait(), timeout=5)
-        except TimeoutError:
-            pass
         return web.json_response({})
 
     stub.routes["/token"] = slow
@@ -533,10 +533,8 @@ async def test_per_call_timeout_overrides_default(stub: Stub, transport: Transpo
     release = asyncio.Event()
 
     async def slow(_: web.Request) -> web.Response:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(release.wait(), timeout=5)
-        except TimeoutError:
-            pass
         return web.json_response({})
 
     stub.routes["/slow"] = slow
