@@ -7,11 +7,13 @@ read from environment variables or files, never required inline.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokenbroker.db.schema import DEFAULT_TENANT
 from tokenbroker.errors import ConfigError
@@ -19,6 +21,7 @@ from tokenbroker.protocol.endpoints import check_endpoint_url
 from tokenbroker.secret import Secret
 
 CONFIG_ENV = "TOKENBROKER_CONFIG"
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TOP_KEYS = {
     "public_url",
     "database_url",
@@ -99,6 +102,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(
             f"config file {str(path)!r} not found: run `tokenbroker init` or pass --config"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     return parse_settings(raw, env, base_dir=path.parent, source=path)
@@ -123,6 +128,7 @@ def parse_settings(
     if keys_env_value is None:
         key_file = base_dir / str(raw.get("key_file", "tokenbroker.keys"))
     server = _table(raw, "server")
+    _reject_unknown(server, {"host", "port"}, "[server]")
     connect = _connect_settings(_table(raw, "connect"), "connect")
     tenants = {
         DEFAULT_TENANT: _tenant(DEFAULT_TENANT, _table(raw, "admin"), connect, env, base_dir)
@@ -146,7 +152,7 @@ def parse_settings(
         key_file=key_file,
         keys_env_value=keys_env_value,
         host=str(server.get("host", "127.0.0.1")),
-        port=int(server.get("port", 8000)),
+        port=_int(server, "port", 8000, "server"),
         tenants=tenants,
         providers=providers,
         source=source,
@@ -178,16 +184,42 @@ def _connect_settings(
         verifier = check_endpoint_url(
             str(verifier), allow_insecure_loopback=True, what=f"{where}.user_verifier_url"
         )
-    origins = tuple(
-        str(o).rstrip("/") for o in raw.get("allowed_return_origins", base.allowed_return_origins)
-    )
+    origins = base.allowed_return_origins
+    if "allowed_return_origins" in raw:
+        value = raw["allowed_return_origins"]
+        if not isinstance(value, list):
+            raise ConfigError(f"[{where}] allowed_return_origins must be a list of origins")
+        origins = tuple(_origin(str(o), f"{where}.allowed_return_origins") for o in value)
     return ConnectSettings(
         user_verifier_url=verifier,
-        require_verification=bool(raw.get("require_verification", base.require_verification)),
+        require_verification=_bool(raw, "require_verification", base.require_verification, where),
         allowed_return_origins=origins,
-        session_ttl_seconds=int(raw.get("session_ttl_seconds", base.session_ttl_seconds)),
-        state_ttl_seconds=int(raw.get("state_ttl_seconds", base.state_ttl_seconds)),
+        session_ttl_seconds=_int(raw, "session_ttl_seconds", base.session_ttl_seconds, where),
+        state_ttl_seconds=_int(raw, "state_ttl_seconds", base.state_ttl_seconds, where),
     )
+
+
+def _origin(value: str, what: str) -> str:
+    """An origin is scheme://host[:port] and nothing else."""
+    url = check_endpoint_url(value, allow_insecure_loopback=True, what=what)
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{what}: {value!r} is not an origin (scheme://host[:port])")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"[{where}] {key} must be a non-negative integer")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[{where}] {key} must be true or false")
+    return value
 
 
 def _tenant(
@@ -197,19 +229,21 @@ def _tenant(
     env: Mapping[str, str],
     base_dir: Path,
 ) -> TenantSettings:
-    allowed = {"key_env", "key_file", "admin_key_env", "admin_key_file", "connect"}
-    _reject_unknown(raw, allowed, f"the admin settings of tenant {name!r}")
     if "key" in raw or "admin_key" in raw:
         raise ConfigError("admin keys are read from key_env or key_file, never inline")
-    env_names = raw.get("key_env", raw.get("admin_key_env"))
-    if env_names is None and name == DEFAULT_TENANT:
-        env_names = "TOKENBROKER_ADMIN_KEY"
-    files = raw.get("key_file", raw.get("admin_key_file"))
+    allowed = {"key_env", "key_file", "admin_key_env", "admin_key_file"}
+    if name != DEFAULT_TENANT:
+        allowed.add("connect")
+    _reject_unknown(raw, allowed, f"the admin settings of tenant {name!r}")
+    env_names = _as_list(raw.get("key_env")) + _as_list(raw.get("admin_key_env"))
+    if not env_names and name == DEFAULT_TENANT:
+        env_names = ["TOKENBROKER_ADMIN_KEY"]
+    files = _as_list(raw.get("key_file")) + _as_list(raw.get("admin_key_file"))
     keys: list[Secret] = []
-    for env_name in _as_list(env_names):
+    for env_name in env_names:
         if env.get(env_name):
             keys.append(Secret(env[env_name]))
-    for file_name in _as_list(files):
+    for file_name in files:
         keys.append(_read_secret_file(base_dir / file_name, f"admin key of tenant {name!r}"))
     for key in keys:
         if len(key.reveal()) < 16:
@@ -222,6 +256,10 @@ def _provider_section(
 ) -> ProviderSection:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[providers.{name}] must be a table")
+    if not _PROVIDER_NAME.fullmatch(name):
+        raise ConfigError(
+            f"provider name {name!r} must be lowercase letters, digits and '-' (max 40)"
+        )
     if "client_secret" in table:
         raise ConfigError(
             f"provider {name!r}: client_secret must not be inline; use client_secret_env or "
@@ -249,10 +287,9 @@ def _provider_section(
 def _read_secret_file(path: Path, what: str) -> Secret:
     try:
         value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"{what}: cannot read secret file {str(path)!r} ({exc.strerror})"
-        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ConfigError(f"{what}: cannot read secret file {str(path)!r} ({reason})") from None
     if not value:
         raise ConfigError(f"{what}: secret file {str(path)!r} is empty")
     return Secret(value)

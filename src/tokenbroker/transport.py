@@ -84,7 +84,7 @@ class Transport:
             async with self._client().request(
                 method, url, headers=headers, data=data, allow_redirects=False, **kwargs
             ) as resp:
-                body = await _read_capped(resp)
+                body = await _read_capped(resp, provider)
                 return RawResponse(
                     status=resp.status,
                     content_type=resp.content_type,
@@ -99,12 +99,12 @@ class Transport:
             ) from None
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(resp: aiohttp.ClientResponse, provider: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(65536):
         size += len(chunk)
         if size > MAX_BODY:
-            raise ProviderUnavailable("provider response exceeds 1 MiB")
+            raise ProviderUnavailable(f"provider {provider!r} sent a response over 1 MiB")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -496,3 +496,31 @@ def test_provider_section_repr_hides_secret() -> None:
     assert CANARY not in repr(section)
     assert CANARY not in str(section)
     assert "acme" in repr(section)
+
+
+def test_config_types_are_checked_not_coerced(tmp_path: Path) -> None:
+    from tokenbroker.config import parse_settings
+    from tokenbroker.errors import ConfigError
+
+    base = {"public_url": "https://broker.example.com"}
+    for bad in (
+        {"server": {"port": "abc"}},
+        {"server": {"prot": 9000}},
+        {"connect": {"require_verification": "false"}},
+        {"connect": {"session_ttl_seconds": "x"}},
+        {"connect": {"allowed_return_origins": "https://app.example.com"}},
+        {"connect": {"allowed_return_origins": ["javascript:alert(1)"]}},
+        {"connect": {"allowed_return_origins": ["https://app.example.com/path"]}},
+        {"providers": {"My_Corp": {"template": "github", "client_id": "x"}}},
+    ):
+        with pytest.raises(ConfigError):
+            parse_settings({**base, **bad}, {}, base_dir=tmp_path)
+
+
+def test_inline_admin_key_gets_the_specific_message(tmp_path: Path) -> None:
+    from tokenbroker.config import parse_settings
+    from tokenbroker.errors import ConfigError
+
+    raw = {"public_url": "https://broker.example.com", "admin": {"key": "x" * 20}}
+    with pytest.raises(ConfigError, match="never inline"):
+        parse_settings(raw, {}, base_dir=tmp_path)

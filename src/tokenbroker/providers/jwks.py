@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -24,16 +25,30 @@ class JwksCache:
         self._transport = transport
         self._interval = refetch_interval
         self._cache: dict[str, _Keys] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def get(self, jwks_uri: str, *, provider: str, kid: str | None) -> dict[str, Any]:
         cached = self._cache.get(jwks_uri)
-        if cached is not None:
-            known = kid is None or any(k.get("kid") == kid for k in cached.jwks.get("keys", []))
-            if known or time.monotonic() - cached.fetched_at < self._interval:
+        if cached is not None and self._usable(cached, kid):
+            return cached.jwks
+        async with self._locks.setdefault(jwks_uri, asyncio.Lock()):
+            cached = self._cache.get(jwks_uri)
+            if cached is not None and self._usable(cached, kid):
                 return cached.jwks
-        jwks = await self._fetch(jwks_uri, provider)
-        self._cache[jwks_uri] = _Keys(jwks, time.monotonic())
-        return jwks
+            try:
+                jwks = await self._fetch(jwks_uri, provider)
+            except DiscoveryError:
+                if cached is None:
+                    raise
+                # A failing endpoint is asked again only after the interval, like an unknown kid.
+                self._cache[jwks_uri] = _Keys(cached.jwks, time.monotonic())
+                return cached.jwks
+            self._cache[jwks_uri] = _Keys(jwks, time.monotonic())
+            return jwks
+
+    def _usable(self, cached: _Keys, kid: str | None) -> bool:
+        known = kid is None or any(k.get("kid") == kid for k in cached.jwks.get("keys", []))
+        return known or time.monotonic() - cached.fetched_at < self._interval
 
     async def _fetch(self, jwks_uri: str, provider: str) -> dict[str, Any]:
         try:
