@@ -58,10 +58,33 @@ class ConnectSettings:
 
 
 @dataclass(frozen=True)
+class RefreshSettings:
+    """Token lifecycle knobs (``[refresh]``); defaults are the documented ones."""
+
+    skew_seconds: int = 60  # refresh this long before expiry
+    lease_seconds: int = 30  # a dead holder's lease expires on its own after this
+    attempt_timeout_seconds: int = 10  # hard deadline of one token-endpoint call (< lease)
+    max_attempts: int = 3  # per caller, for 5xx / timeouts / network errors
+    wait_seconds: int = 20  # how long a caller waits for a refresh before a typed error
+    recent_use_seconds: int = 900  # the background refresher only keeps these warm
+    background_interval_seconds: int = 15
+    cooldown_base_seconds: int = 30
+    cooldown_max_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    secret: Secret
+    events: tuple[str, ...] = ()  # empty: every connection event
+
+
+@dataclass(frozen=True)
 class TenantSettings:
     name: str
     admin_keys: tuple[Secret, ...]
     connect: ConnectSettings
+    webhook: WebhookSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,7 @@ class Settings:
     port: int = 8000
     tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     providers: Mapping[str, ProviderSection] = field(default_factory=dict)
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
     source: Path | None = None
 
     def tenant(self, name: str) -> TenantSettings:
@@ -130,8 +154,11 @@ def parse_settings(
     server = _table(raw, "server")
     _reject_unknown(server, {"host", "port"}, "[server]")
     connect = _connect_settings(_table(raw, "connect"), "connect")
+    webhook = _webhook(raw.get("webhook"), "webhook", env, base_dir)
     tenants = {
-        DEFAULT_TENANT: _tenant(DEFAULT_TENANT, _table(raw, "admin"), connect, env, base_dir)
+        DEFAULT_TENANT: _tenant(
+            DEFAULT_TENANT, _table(raw, "admin"), connect, webhook, env, base_dir
+        )
     }
     for name, table in _table(raw, "tenants").items():
         if not isinstance(table, Mapping):
@@ -141,7 +168,12 @@ def parse_settings(
         tenant_connect = _connect_settings(
             table.get("connect", {}), f"tenants.{name}.connect", connect
         )
-        tenants[name] = _tenant(name, table, tenant_connect, env, base_dir)
+        tenant_webhook = (
+            _webhook(table.get("webhook", webhook), f"tenants.{name}.webhook", env, base_dir)
+            if "webhook" in table
+            else webhook
+        )
+        tenants[name] = _tenant(name, table, tenant_connect, tenant_webhook, env, base_dir)
     providers = {
         name: _provider_section(name, table, env, base_dir)
         for name, table in _table(raw, "providers").items()
@@ -155,6 +187,7 @@ def parse_settings(
         port=_int(server, "port", 8000, "server"),
         tenants=tenants,
         providers=providers,
+        refresh=_refresh_settings(_table(raw, "refresh")),
         source=source,
     )
 
@@ -199,6 +232,43 @@ def _connect_settings(
     )
 
 
+def _refresh_settings(raw: Mapping[str, Any]) -> RefreshSettings:
+    defaults = RefreshSettings()
+    names = set(RefreshSettings.__dataclass_fields__)
+    _reject_unknown(raw, names, "[refresh]")
+    values = {name: _int(raw, name, getattr(defaults, name), "refresh") for name in names}
+    settings = RefreshSettings(**values)
+    if settings.attempt_timeout_seconds * 2 > settings.lease_seconds:
+        raise ConfigError("[refresh] attempt_timeout_seconds must be at most half of lease_seconds")
+    return settings
+
+
+def _webhook(
+    raw: Any, where: str, env: Mapping[str, str], base_dir: Path
+) -> WebhookSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    _reject_unknown(raw, {"url", "secret_env", "secret_file", "events"}, f"[{where}]")
+    if "url" not in raw:
+        raise ConfigError(f"[{where}] url is required")
+    url = check_endpoint_url(str(raw["url"]), allow_insecure_loopback=True, what=f"{where}.url")
+    if "secret_env" in raw:
+        name = str(raw["secret_env"])
+        if not env.get(name):
+            raise ConfigError(f"[{where}] environment variable {name} is not set")
+        secret = Secret(env[name])
+    elif "secret_file" in raw:
+        secret = _read_secret_file(base_dir / str(raw["secret_file"]), f"[{where}]")
+    else:
+        raise ConfigError(f"[{where}] needs secret_env or secret_file (the HMAC signing key)")
+    events = raw.get("events", [])
+    if not isinstance(events, list):
+        raise ConfigError(f"[{where}] events must be a list")
+    return WebhookSettings(url=url, secret=secret, events=tuple(str(e) for e in events))
+
+
 def _origin(value: str, what: str) -> str:
     """An origin is scheme://host[:port] and nothing else."""
     url = check_endpoint_url(value, allow_insecure_loopback=True, what=what)
@@ -226,6 +296,7 @@ def _tenant(
     name: str,
     raw: Mapping[str, Any],
     connect: ConnectSettings,
+    webhook: WebhookSettings | None,
     env: Mapping[str, str],
     base_dir: Path,
 ) -> TenantSettings:
@@ -233,7 +304,7 @@ def _tenant(
         raise ConfigError("admin keys are read from key_env or key_file, never inline")
     allowed = {"key_env", "key_file", "admin_key_env", "admin_key_file"}
     if name != DEFAULT_TENANT:
-        allowed.add("connect")
+        allowed.update({"connect", "webhook"})
     _reject_unknown(raw, allowed, f"the admin settings of tenant {name!r}")
     env_names = _as_list(raw.get("key_env")) + _as_list(raw.get("admin_key_env"))
     if not env_names and name == DEFAULT_TENANT:
@@ -248,7 +319,7 @@ def _tenant(
     for key in keys:
         if len(key.reveal()) < 16:
             raise ConfigError(f"an admin key of tenant {name!r} is shorter than 16 characters")
-    return TenantSettings(name=name, admin_keys=tuple(keys), connect=connect)
+    return TenantSettings(name=name, admin_keys=tuple(keys), connect=connect, webhook=webhook)
 
 
 def _provider_section(

@@ -106,6 +106,10 @@ class ProviderUnavailable(TokenBrokerError):
     status = 503
 
 
+class ProviderTimeout(ProviderUnavailable):
+    """The request was sent and no answer came in time: its outcome at the provider is unknown."""
+
+
 class DiscoveryError(TokenBrokerError):
     code = "discovery_failed"
     status = 503
@@ -131,3 +135,25 @@ class CredentialCorrupt(TokenBrokerError):
 class StoreUnavailable(TokenBrokerError):
     code = "store_unavailable"
     status = 503
+
+
+class NeedsReauth(TokenBrokerError):
+    """The connection needs its user again (refresh token revoked, expired or rotated away)."""
+
+    code = "needs_reauth"
+    status = 409
+
+
+class ProviderMisconfigured(TokenBrokerError):
+    """The token endpoint rejected the client itself (invalid_client): the operator must act."""
+
+    code = "provider_misconfigured"
+    status = 503
+
+
+class RefreshUnavailable(ProviderUnavailable):
+    """A refresh could not complete in time (provider down, slow, or rate limiting)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

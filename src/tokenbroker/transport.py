@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from tokenbroker.errors import ProviderUnavailable
+from tokenbroker.errors import ProviderTimeout, ProviderUnavailable
 from tokenbroker.protocol.request import PreparedRequest
 
 MAX_BODY = 1024 * 1024
@@ -92,7 +92,7 @@ class Transport:
                     body=body,
                 )
         except TimeoutError:
-            raise ProviderUnavailable(f"provider {provider!r} did not answer in time") from None
+            raise ProviderTimeout(f"provider {provider!r} did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise ProviderUnavailable(
                 f"provider {provider!r} could not be reached ({type(exc).__name__})"

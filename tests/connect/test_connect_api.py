@@ -246,7 +246,7 @@ async def test_delete_revokes_at_the_provider_and_erases_tokens(
         assert h.state.counters["revocations"] >= 1
         assert await _count(h, connections) == 0
         assert await _count(h, sealed_secrets) == 0
-        assert await _count(h, events, type="connection.revocation") == 1
+        assert await _count(h, events, type="connection.revoked") == 1
         status, doc = await h.admin("GET", f"/v1/connections/{connection['id']}")
         assert status == 404
 

@@ -7,16 +7,21 @@ from aiohttp import web
 from tokenbroker.api import routes_admin, routes_browser
 from tokenbroker.api.admin_auth import AdminKeys
 from tokenbroker.api.http import json_errors, security_headers
-from tokenbroker.api.keys import ADMIN_KEYS, PAGES, SERVICES
+from tokenbroker.api.keys import ADMIN_KEYS, PAGES, REFRESHER, SERVICES
 from tokenbroker.api.pages import Pages
+from tokenbroker.lifecycle.health import ProviderHealth
+from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.services import Services
 
 
-def create_app(services: Services) -> web.Application:
+def create_app(services: Services, refresher: Refresher | None = None) -> web.Application:
     app = web.Application(middlewares=[security_headers, json_errors], client_max_size=1024 * 1024)
     app[SERVICES] = services
     app[ADMIN_KEYS] = AdminKeys(services.settings.tenants)
     app[PAGES] = Pages()
+    app[REFRESHER] = refresher or Refresher(
+        services, ProviderHealth(services.engine, services.clock)
+    )
     app.add_routes(routes_admin.routes)
     app.add_routes(routes_browser.routes)
     return app

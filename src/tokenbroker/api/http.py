@@ -67,7 +67,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             log.warning(
                 "%s %s failed: %s (%s)", request.method, request.path, exc.code, exc.message
             )
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int):
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/v1/"):
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")

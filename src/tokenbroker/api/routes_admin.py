@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from tokenbroker.api.http import json_response, read_json
-from tokenbroker.api.keys import ADMIN_KEYS, SERVICES
+from tokenbroker.api.keys import ADMIN_KEYS, REFRESHER, SERVICES
 from tokenbroker.connect import complete, revocation, sessions
 from tokenbroker.connections import store
 from tokenbroker.errors import BadRequest, NotFound
@@ -82,6 +82,13 @@ async def get_connection(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound(f"no connection {request.match_info['id']!r}")
     return json_response(found.public())
+
+
+@routes.post("/v1/connections/{id}/refresh")
+async def refresh_connection(request: web.Request) -> web.Response:
+    tenant_id = _tenant(request)
+    refreshed = await request.app[REFRESHER].refresh_now(tenant_id, request.match_info["id"])
+    return json_response(refreshed.public())
 
 
 @routes.delete("/v1/connections/{id}")

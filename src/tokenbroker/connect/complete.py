@@ -22,6 +22,7 @@ from tokenbroker.connections.store import find, get, merged_scopes
 from tokenbroker.db.schema import connect_sessions, connections
 from tokenbroker.errors import AccountMismatch, BadRequest, Conflict, NotFound, TokenBrokerError
 from tokenbroker.ids import digest, new_id, new_secret_value
+from tokenbroker.lifecycle.notify import connection_event
 from tokenbroker.records import Event
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
@@ -164,6 +165,15 @@ async def confirm(
         await _record(svc, session, "connect.failed", "denied", {"error": "user_mismatch"}, actor)
         raise UserMismatch("the signed-in user is not the user this connect link was minted for")
     await _record(svc, session, "connect.completed", "ok", {"connection_id": connection_id}, actor)
+    await connection_event(
+        svc,
+        "connection.connected",
+        tenant_id=tenant_id,
+        user_id=session.user_id,
+        provider=session.provider,
+        connection_id=connection_id,
+        actor=actor,
+    )
     async with svc.engine.connect() as conn:
         done = await sessions.load(conn, session_id, tenant_id=tenant_id)
         connection = await get(conn, tenant_id, connection_id)

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 
 from tokenbroker.connect.exchange import client_auth
-from tokenbroker.connections.model import Connection
 from tokenbroker.connections.store import get
 from tokenbroker.db.schema import connections, revocations
 from tokenbroker.errors import NotFound, TokenBrokerError
 from tokenbroker.ids import new_id
+from tokenbroker.lifecycle.notify import connection_event
 from tokenbroker.protocol.rfc7009 import classify_revocation_response, revocation_request
-from tokenbroker.records import Event
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
 from tokenbroker.vault.envelope import SealContext
@@ -66,7 +65,16 @@ async def delete_connection(
                 updated_at=now,
             )
         )
-    await _record(svc, found, "connection.deleted", "ok", actor, {"revocation_id": job_id})
+    await connection_event(
+        svc,
+        "connection.deleted",
+        tenant_id=found.tenant_id,
+        user_id=found.user_id,
+        provider=found.provider,
+        connection_id=found.id,
+        actor=actor,
+        detail={"revocation_id": job_id},
+    )
     return await attempt(svc, job_id)
 
 
@@ -111,17 +119,15 @@ async def attempt(svc: Services, job_id: str) -> str:
             .where(revocations.c.id == job_id)
             .values(status=final, last_error=error, updated_at=svc.clock.now())
         )
-    await svc.recorder.record(
-        Event(
-            type="connection.revocation",
-            tenant_id=job["tenant_id"],
-            actor="system",
-            user_id=job["user_id"],
-            provider=job["provider"],
-            connection_id=job["connection_id"],
-            outcome=outcome if final == "done" else "gave_up",
-            detail={"revocation_id": job_id, "attempts": job["attempts"] + 1, "error": error},
-        )
+    await connection_event(
+        svc,
+        "connection.revoked",
+        tenant_id=job["tenant_id"],
+        user_id=job["user_id"],
+        provider=job["provider"],
+        connection_id=job["connection_id"],
+        outcome=outcome if final == "done" else "gave_up",
+        detail={"revocation_id": job_id, "attempts": job["attempts"] + 1, "error": error},
     )
     return {"revoked": "revoked", "nothing": "erased"}.get(outcome, "revocation_failed")
 
@@ -167,20 +173,3 @@ async def due_jobs(svc: Services, now: datetime, limit: int = 50) -> list[str]:
             .limit(limit)
         )
         return list(rows.scalars())
-
-
-async def _record(
-    svc: Services, found: Connection, type_: str, outcome: str, actor: str, detail: dict[str, str]
-) -> None:
-    await svc.recorder.record(
-        Event(
-            type=type_,
-            tenant_id=found.tenant_id,
-            actor=actor,
-            user_id=found.user_id,
-            provider=found.provider,
-            connection_id=found.id,
-            outcome=outcome,
-            detail=detail,
-        )
-    )

@@ -34,6 +34,8 @@ class Connection:
     last_used_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    refresh_failures: int = 0
+    refresh_not_before: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Connection:
@@ -57,6 +59,8 @@ class Connection:
             last_used_at=m["last_used_at"],
             created_at=m["created_at"],
             updated_at=m["updated_at"],
+            refresh_failures=m["refresh_failures"],
+            refresh_not_before=m["refresh_not_before"],
         )
 
     def public(self) -> dict[str, Any]:

@@ -64,6 +64,9 @@ connections = Table(
     Column("last_refresh_error", Text(), nullable=True),
     Column("status_reason", Text(), nullable=True),
     Column("last_used_at", UTCDateTime(), nullable=True),
+    # Consecutive failed refresh attempts, and the cooldown they earned (lifecycle).
+    Column("refresh_failures", Integer(), nullable=False, server_default="0"),
+    Column("refresh_not_before", UTCDateTime(), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("tenant_id", "user_id", "provider", name="uq_connections_owner"),
@@ -174,4 +177,65 @@ events = Table(
     Column("outcome", String(32), nullable=True),
     Column("detail", JSONText(), nullable=False),
     Index("ix_events_tenant_at", "tenant_id", "at"),
+)
+
+# Operator-level health of a provider shared by every replica: `misconfigured` after the token
+# endpoint answered invalid_client / unauthorized_client, cleared by the next success.
+provider_health = Table(
+    "provider_health",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("status", String(20), nullable=False),  # ok | misconfigured
+    Column("reason", Text(), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# RFC 8628 device authorization for headless users; like a connect session it becomes a
+# connection only once its user is proven. The device code is sealed in `sealed_secrets`.
+device_sessions = Table(
+    "device_sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("scopes", JSONText(), nullable=False),
+    # pending -> pending_confirmation -> connected | denied | expired | failed
+    Column("status", String(24), nullable=False),
+    Column("user_code", String(64), nullable=False),
+    Column("verification_uri", Text(), nullable=False),
+    Column("verification_uri_complete", Text(), nullable=True),
+    Column("interval_seconds", Integer(), nullable=False),
+    Column("next_poll_at", UTCDateTime(), nullable=False),
+    Column("poll_owner", String(64), nullable=True),
+    Column("poll_until", UTCDateTime(), nullable=True),
+    Column("flow_id_hash", String(64), nullable=True),
+    Column("account_id", String(255), nullable=True),
+    Column("account_label", String(255), nullable=True),
+    Column("granted_scopes", JSONText(), nullable=True),
+    Column("connect_vars", JSONText(), nullable=True),
+    Column("access_token_expires_at", UTCDateTime(), nullable=True),
+    Column("connection_id", String(40), nullable=True),
+    Column("error", String(64), nullable=True),
+    Column("error_message", Text(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Durable outbox of connection events for the application's webhook (signed, retried).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSONText(), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | gave_up
+    Column("attempts", Integer(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )

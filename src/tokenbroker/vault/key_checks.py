@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.db.schema import key_checks, sealed_secrets
+from tokenbroker.db.sql import insert_if_missing
 from tokenbroker.errors import CredentialCorrupt, KeyError_
-from tokenbroker.vault._sql import insert_if_missing
 from tokenbroker.vault.envelope import Envelope, SealContext
 
 CHECK_PLAINTEXT: Final = b"tokenbroker key check"

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.db.schema import sealed_secrets
+from tokenbroker.db.sql import upsert
 from tokenbroker.secret import Secret
-from tokenbroker.vault._sql import upsert
 from tokenbroker.vault.envelope import Envelope, Owner, SealContext, SealOpenError
 
 _OWNER_KEYS = ("owner_kind", "owner_id", "field")

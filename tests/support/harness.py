@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,17 +17,20 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tokenbroker.api.app import create_app
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.db.migrate import upgrade
+from tokenbroker.db.schema import connections
 from tokenbroker.demo.api import create_api_app
 from tokenbroker.demo.provider import create_provider_app
 from tokenbroker.demo.settings import DemoClient, DemoProviderSettings
 from tokenbroker.demo.state import DemoState
+from tokenbroker.lifecycle.health import ProviderHealth
+from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.runtime import build_services, close_services
 from tokenbroker.services import Services
 from tokenbroker.vault.keyring import create_key_file
@@ -79,6 +83,7 @@ class Harness:
     verifier_port: int = field(default_factory=free_port)
     state: DemoState | None = None
     svc: Services | None = None
+    refresher: Refresher | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
 
@@ -146,7 +151,8 @@ class Harness:
             create_key_file(self.tmp / "tokenbroker.keys")
         await asyncio.to_thread(upgrade, settings.database_url)
         self.svc = await build_services(settings)
-        await self._run(create_app(self.svc), self.broker_port)
+        self.refresher = Refresher(self.svc, ProviderHealth(self.svc.engine, self.svc.clock))
+        await self._run(create_app(self.svc, self.refresher), self.broker_port)
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self.svc
 
@@ -217,6 +223,29 @@ class Harness:
         )
         assert status == 200, doc
         return doc["connection"]
+
+    async def expire_access_token(self, connection_id: str) -> None:
+        """Make the stored access token due for refresh (the provider's copy stays valid)."""
+        assert self.svc is not None
+        past = datetime.now(UTC) - timedelta(seconds=5)
+        async with self.svc.engine.begin() as conn:
+            await conn.execute(
+                update(connections)
+                .where(connections.c.id == connection_id)
+                .values(access_token_expires_at=past)
+            )
+
+    async def connection_row(self, connection_id: str) -> dict[str, Any]:
+        assert self.svc is not None
+        async with self.svc.engine.connect() as conn:
+            row = (
+                await conn.execute(select(connections).where(connections.c.id == connection_id))
+            ).one()
+        return dict(row._mapping)
+
+    def counter(self, name: str) -> int:
+        assert self.state is not None
+        return int(self.state.counters.get(name, 0))
 
     @property
     def token_calls(self) -> int:

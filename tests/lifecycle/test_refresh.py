@@ -1,0 +1,278 @@
+"""Refresh in one process: single flight, rotation, failure classification, cooldown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Harness, running
+from sqlalchemy import select
+
+from tokenbroker.db.schema import provider_health
+from tokenbroker.errors import NeedsReauth, ProviderMisconfigured, RefreshUnavailable
+
+FAST = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 4, "wait_seconds": 6}}
+
+
+async def _connected(h: Harness) -> dict[str, Any]:
+    connection = await h.connect("alice", ["files:read"])
+    return dict(connection)
+
+
+async def _token(h: Harness, connection_id: str) -> str:
+    assert h.refresher is not None
+    got = await h.refresher.access_token("default", connection_id)
+    return got.value.reveal()
+
+
+async def test_100_concurrent_uses_of_an_expired_token_cause_one_refresh(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        connection = await _connected(h)
+        old = await _token(h, connection["id"])
+        await h.expire_access_token(connection["id"])
+        tokens = await asyncio.gather(*(_token(h, connection["id"]) for _ in range(100)))
+        assert h.counter("refresh_calls") == 1
+        assert len(set(tokens)) == 1
+        assert tokens[0] != old
+        assert tokens[0] in h.state.access_tokens  # type: ignore[union-attr]
+        row = await h.connection_row(connection["id"])
+        assert row["version"] == 2
+        assert row["status"] == "active"
+        assert row["last_refresh_at"] is not None
+
+
+async def test_a_fresh_token_is_not_refreshed(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url) as h:
+        connection = await _connected(h)
+        await asyncio.gather(*(_token(h, connection["id"]) for _ in range(10)))
+        assert h.counter("refresh_calls") == 0
+
+
+async def test_rotating_provider_rejecting_reuse_loses_no_connection_over_many_cycles(
+    tmp_path: Path, database_url: str
+) -> None:
+    cycles = 250 if database_url.startswith("sqlite") else 100
+    async with running(tmp_path, database_url) as h:
+        connection = await _connected(h)
+        for cycle in range(cycles):
+            await h.expire_access_token(connection["id"])
+            tokens = await asyncio.gather(*(_token(h, connection["id"]) for _ in range(4)))
+            assert len(set(tokens)) == 1, cycle
+        assert h.counter("refresh_calls") == cycles
+        row = await h.connection_row(connection["id"])
+        assert (row["status"], row["version"]) == ("active", cycles + 1)
+        async with h.http.get(  # type: ignore[union-attr]
+            f"http://127.0.0.1:{h.api_port}/me",
+            headers={"Authorization": f"Bearer {await _token(h, connection['id'])}"},
+        ) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize("failure", [500, 503, "timeout", "html", "bad_json"])
+async def test_temporary_failures_keep_the_token_and_degrade_then_recover(
+    tmp_path: Path, database_url: str, failure: object
+) -> None:
+    async with running(tmp_path, database_url, **FAST) as h:
+        assert h.state is not None
+        h.state.behaviour.timeout_seconds = 3
+        # A timed-out request may still be processed by the provider, rotating the refresh token
+        # we never saw: only a provider with a reuse grace period (e.g. Cognito) lets that heal.
+        h.state.behaviour.reuse_grace_seconds = 60
+        connection = await _connected(h)
+        old = await _token(h, connection["id"])
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = [failure] * 3
+        with pytest.raises(RefreshUnavailable) as raised:
+            await _token(h, connection["id"])
+        assert raised.value.retry_after >= 1
+        row = await h.connection_row(connection["id"])
+        assert row["status"] == "degraded"
+        assert row["version"] == 1
+        assert row["last_refresh_error"]
+        assert row["refresh_failures"] >= 1
+        assert row["lease_owner"] is None
+        assert h.refresher is not None
+        async with h.svc.engine.connect() as conn:  # type: ignore[union-attr]
+            from tokenbroker.vault.envelope import SealContext
+
+            ctx = SealContext("default", "alice", "connection", connection["id"], "access_token")
+            kept = await h.svc.sealed.get(conn, ctx)  # type: ignore[union-attr]
+        assert kept is not None
+        assert kept.reveal() == old
+        new = await _token(h, connection["id"])  # the provider is back
+        assert new != old
+        row = await h.connection_row(connection["id"])
+        assert (row["status"], row["refresh_failures"]) == ("active", 0)
+
+
+async def test_timeout_at_a_strict_rotating_provider_is_flagged_not_silent(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **FAST) as h:
+        assert h.state is not None
+        h.state.behaviour.timeout_seconds = 2
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["timeout"]
+        with pytest.raises(NeedsReauth):
+            await _token(h, connection["id"])
+        row = await h.connection_row(connection["id"])
+        assert row["status"] == "needs_reauth"
+        assert "invalid_grant" in row["status_reason"]
+
+
+async def test_invalid_grant_sets_needs_reauth_and_stops_calling(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        assert h.state is not None
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["invalid_grant"]
+        with pytest.raises(NeedsReauth):
+            await _token(h, connection["id"])
+        row = await h.connection_row(connection["id"])
+        assert row["status"] == "needs_reauth"
+        assert "invalid_grant" in row["status_reason"]
+        calls = h.counter("token_calls")
+        with pytest.raises(NeedsReauth):
+            await _token(h, connection["id"])
+        assert h.counter("token_calls") == calls
+        _status, doc = await h.admin("GET", f"/v1/connections/{connection['id']}")
+        assert doc["status"] == "needs_reauth"
+        assert "invalid_grant" in doc["last_refresh_error"]
+
+
+async def test_invalid_client_marks_the_provider_misconfigured_and_keeps_every_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        assert h.state is not None
+        assert h.refresher is not None
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["invalid_client"]
+        with pytest.raises(ProviderMisconfigured):
+            await _token(h, connection["id"])
+        row = await h.connection_row(connection["id"])
+        assert row["status"] == "active"
+        assert row["version"] == 1
+        calls = h.counter("token_calls")
+        with pytest.raises(ProviderMisconfigured):  # refused without calling the provider
+            await _token(h, connection["id"])
+        assert h.counter("token_calls") == calls
+        async with h.svc.engine.connect() as conn:  # type: ignore[union-attr]
+            health = (await conn.execute(select(provider_health))).one()
+        assert health.status == "misconfigured"
+        status, doc = await h.admin("POST", f"/v1/connections/{connection['id']}/refresh")
+        assert (status, doc["error"]) == (503, "provider_misconfigured")
+
+
+async def test_misconfigured_provider_heals_through_a_probe(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        assert h.state is not None
+        assert h.refresher is not None
+        h.refresher.health._probe = __import__("datetime").timedelta(seconds=0)
+        h.refresher.health._cache_seconds = 0
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["invalid_client"]
+        with pytest.raises(ProviderMisconfigured):
+            await _token(h, connection["id"])
+        assert await _token(h, connection["id"])  # operator fixed it; the probe succeeds
+        assert await h.refresher.health.problem("acme") is None
+
+
+async def test_a_response_without_refresh_token_keeps_the_old_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        assert h.state is not None
+        h.state.behaviour.rotate_refresh_tokens = False
+        connection = await _connected(h)
+        for _ in range(3):
+            await h.expire_access_token(connection["id"])
+            await _token(h, connection["id"])
+        assert h.counter("refresh_calls") == 3
+        row = await h.connection_row(connection["id"])
+        assert (row["status"], row["has_refresh_token"]) == ("active", True)
+
+
+async def test_narrower_scopes_on_refresh_are_stored(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url) as h:
+        assert h.state is not None
+        connection = await _connected(h)
+        h.state.behaviour.refresh_scope_narrow_to = ["openid"]
+        await h.expire_access_token(connection["id"])
+        await _token(h, connection["id"])
+        _status, doc = await h.admin("GET", f"/v1/connections/{connection['id']}")
+        assert doc["scopes"] == ["openid"]
+
+
+async def test_429_from_the_token_endpoint_is_honoured(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **FAST) as h:
+        assert h.state is not None
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = [429]
+        started = asyncio.get_running_loop().time()
+        await _token(h, connection["id"])
+        assert asyncio.get_running_loop().time() - started >= 0.9  # Retry-After: 1
+        assert h.counter("refresh_calls") == 2
+
+
+async def test_a_lease_left_by_a_dead_holder_expires_on_its_own(
+    tmp_path: Path, database_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from tokenbroker.lifecycle import lease
+
+    async with running(tmp_path, database_url, **FAST) as h:
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        async with h.svc.engine.begin() as conn:  # type: ignore[union-attr]
+            assert await lease.claim(conn, connection["id"], 1, "dead", datetime.now(UTC), 2)
+        started = asyncio.get_running_loop().time()
+        await _token(h, connection["id"])
+        assert asyncio.get_running_loop().time() - started >= 1.5
+        assert h.counter("refresh_calls") == 1
+
+
+async def test_a_stale_writer_cannot_overwrite_a_newer_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from tokenbroker.lifecycle import lease
+
+    async with running(tmp_path, database_url) as h:
+        connection = await _connected(h)
+        now = datetime.now(UTC)
+        async with h.svc.engine.begin() as conn:  # type: ignore[union-attr]
+            assert await lease.claim(conn, connection["id"], 1, "a", now, 30)
+            assert not await lease.claim(conn, connection["id"], 1, "b", now, 30)
+        await h.expire_access_token(connection["id"])
+        async with h.svc.engine.begin() as conn:  # type: ignore[union-attr]
+            await lease.release(conn, connection["id"], 1, "a")
+        await _token(h, connection["id"])  # version 2 now
+        async with h.svc.engine.begin() as conn:  # type: ignore[union-attr]
+            assert not await lease.claim(conn, connection["id"], 1, "a", now, 30)
+            assert not await lease.mark_needs_reauth(conn, connection["id"], 1, "a", "x", now)
+        row = await h.connection_row(connection["id"])
+        assert (row["status"], row["version"]) == ("active", 2)
+
+
+async def test_admin_can_force_a_refresh(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url) as h:
+        connection = await _connected(h)
+        status, doc = await h.admin("POST", f"/v1/connections/{connection['id']}/refresh")
+        assert status == 200, doc
+        assert doc["last_refresh_at"] is not None
+        assert h.counter("refresh_calls") == 1
