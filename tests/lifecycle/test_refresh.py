@@ -55,7 +55,7 @@ async def test_a_fresh_token_is_not_refreshed(tmp_path: Path, database_url: str)
 async def test_rotating_provider_rejecting_reuse_loses_no_connection_over_many_cycles(
     tmp_path: Path, database_url: str
 ) -> None:
-    cycles = 250 if database_url.startswith("sqlite") else 100
+    cycles = 1000 if database_url.startswith("sqlite") else 250
     async with running(tmp_path, database_url) as h:
         connection = await _connected(h)
         for cycle in range(cycles):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
@@ -38,6 +39,7 @@ from tokenbroker.vault.keyring import create_key_file
 ADMIN_KEY = "admin-key-default-0123456789"
 OTHER_ADMIN_KEY = "admin-key-tenant-b-0123456789"
 CLIENT_SECRET = "client-secret-for-tests"
+ENV = {"TB_ADMIN": ADMIN_KEY, "TB_ADMIN_B": OTHER_ADMIN_KEY, "ACME_CLIENT_SECRET": CLIENT_SECRET}
 PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")
 
 
@@ -84,6 +86,7 @@ class Harness:
     state: DemoState | None = None
     svc: Services | None = None
     refresher: Refresher | None = None
+    raw_config: dict[str, Any] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
 
@@ -127,12 +130,14 @@ class Harness:
         return raw
 
     def settings(self, raw: Mapping[str, Any]) -> Settings:
-        env = {
-            "TB_ADMIN": ADMIN_KEY,
-            "TB_ADMIN_B": OTHER_ADMIN_KEY,
-            "ACME_CLIENT_SECRET": CLIENT_SECRET,
-        }
-        return parse_settings(raw, env, base_dir=self.tmp)
+        self.raw_config = dict(raw)
+        return parse_settings(raw, ENV, base_dir=self.tmp)
+
+    def write_config(self) -> Path:
+        """The running configuration as a TOML file, for broker processes of a test."""
+        path = self.tmp / "tokenbroker.toml"
+        path.write_text(to_toml(self.raw_config), encoding="utf-8")
+        return path
 
     async def start(self, **overrides: Any) -> Services:
         provider_settings = DemoProviderSettings(
@@ -261,3 +266,18 @@ async def running(tmp: Path, database_url: str, **overrides: Any) -> AsyncIterat
         yield harness
     finally:
         await harness.stop()
+
+
+def to_toml(table: Mapping[str, Any], prefix: str = "") -> str:
+    """Enough TOML for test configs: scalars, lists of scalars and nested tables."""
+    lines: list[str] = []
+    nested: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            nested.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    out = "\n".join(lines) + "\n"
+    for name, sub_table in nested:
+        out += f"\n[{name}]\n" + to_toml(sub_table, prefix=f"{name}.")
+    return out
