@@ -90,7 +90,8 @@ async def test_a_process_killed_holding_the_lease_is_taken_over_after_expiry(
 async def test_sigkill_at_random_points_never_leaves_an_unreadable_record(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'crash.db'}"  # the lease logic is the same SQL on both
     rng = random.Random(20261129)
-    async with running(tmp_path, database_url, **SHORT_LEASE) as h:
+    crash_lease = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2}}
+    async with running(tmp_path, database_url, **crash_lease) as h:
         assert h.svc is not None
         assert h.refresher is not None
         connection = await h.connect()
