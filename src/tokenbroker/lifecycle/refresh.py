@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from sqlalchemy import update
+
 from tokenbroker.config import RefreshSettings
 from tokenbroker.connect.exchange import client_auth, parse_tokens
 from tokenbroker.connections.model import NEEDS_REAUTH, Connection
 from tokenbroker.connections.store import get
+from tokenbroker.db.schema import connections
 from tokenbroker.errors import (
     NeedsReauth,
     NotFound,
@@ -50,6 +53,7 @@ from tokenbroker.vault.envelope import SealContext
 
 log = logging.getLogger("tokenbroker.refresh")
 FATAL_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+USED_GRAIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,24 @@ class Refresher:
         token = await self._read(connection, "access_token")
         if token is None:
             raise NeedsReauth("the connection holds no access token")
+        await self._mark_used(connection, now)
         return AccessToken(token, connection)
+
+    async def _mark_used(self, connection: Connection, now: datetime) -> None:
+        """``last_used_at`` decides what the background refresher keeps warm (1-minute grain)."""
+        last = connection.last_used_at
+        if last is not None and now - last < timedelta(seconds=USED_GRAIN_SECONDS):
+            return
+        async with self._svc.engine.begin() as conn:
+            await conn.execute(
+                update(connections)
+                .where(connections.c.id == connection.id)
+                .values(last_used_at=now)
+            )
+
+    async def refresh_ahead(self, seen: Connection) -> None:
+        """Background refresh of the version we saw; a no-op if someone refreshed meanwhile."""
+        await self._single_flight(seen.tenant_id, seen, force=True)
 
     async def refresh_now(self, tenant_id: str, connection_id: str) -> Connection:
         """Force one refresh (admin), even when the token is still fresh."""
