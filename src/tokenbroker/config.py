@@ -73,6 +73,26 @@ class RefreshSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """The gateway and agent sessions (``[gateway]``)."""
+
+    session_ttl_seconds: int = 900  # agent session default lifetime
+    session_ttl_max_seconds: int = 3600
+    ticket_ttl_seconds: int = 300
+    max_request_body_bytes: int = 10 * 1024 * 1024
+    max_response_body_bytes: int = 256 * 1024 * 1024
+    replay_buffer_bytes: int = 64 * 1024  # bodies up to this size may be replayed after a 401
+    refresh_on_401_interval_seconds: int = 30
+    connect_timeout_seconds: int = 10
+    read_timeout_seconds: int = 60
+    retry_after_cap_seconds: int = 300
+    user_rate_per_second: int = 20  # token bucket per user + provider
+    user_burst: int = 100
+    agent_rate_per_second: int = 50  # token bucket per agent
+    agent_burst: int = 200
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     url: str
     secret: Secret
@@ -107,6 +127,8 @@ class Settings:
     tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     providers: Mapping[str, ProviderSection] = field(default_factory=dict)
     refresh: RefreshSettings = field(default_factory=RefreshSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    redis_url: str | None = None
     source: Path | None = None
 
     def tenant(self, name: str) -> TenantSettings:
@@ -188,6 +210,8 @@ def parse_settings(
         tenants=tenants,
         providers=providers,
         refresh=_refresh_settings(_table(raw, "refresh")),
+        gateway=_gateway_settings(_table(raw, "gateway")),
+        redis_url=env.get("TOKENBROKER_REDIS_URL") or _optional_str(raw, "redis_url"),
         source=source,
     )
 
@@ -241,6 +265,27 @@ def _refresh_settings(raw: Mapping[str, Any]) -> RefreshSettings:
     if settings.attempt_timeout_seconds * 2 > settings.lease_seconds:
         raise ConfigError("[refresh] attempt_timeout_seconds must be at most half of lease_seconds")
     return settings
+
+
+def _gateway_settings(raw: Mapping[str, Any]) -> GatewaySettings:
+    defaults = GatewaySettings()
+    names = set(GatewaySettings.__dataclass_fields__)
+    _reject_unknown(raw, names, "[gateway]")
+    settings = GatewaySettings(
+        **{name: _int(raw, name, getattr(defaults, name), "gateway") for name in names}
+    )
+    if settings.session_ttl_seconds > settings.session_ttl_max_seconds:
+        raise ConfigError("[gateway] session_ttl_seconds exceeds session_ttl_max_seconds")
+    return settings
+
+
+def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value
 
 
 def _webhook(

@@ -157,3 +157,80 @@ class RefreshUnavailable(ProviderUnavailable):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimitUnavailable(TokenBrokerError):
+    """The shared rate-limit store (Redis) does not answer and the limiter fails closed."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class InvalidPath(BadRequest):
+    """A gateway path or query that could leave the provider's base path (SECURITY.md D4, D6)."""
+
+    code = "invalid_path"
+
+
+class InvalidHeader(BadRequest):
+    """An agent-supplied header with CR, LF or NUL, or a malformed name (RFC 9110 §5.5; D6)."""
+
+    code = "invalid_header"
+
+
+class DestinationNotAllowed(TokenBrokerError):
+    """An upstream address the SSRF guard refuses (OWASP SSRF; RFC 9728 §7.7; D1, D2)."""
+
+    code = "destination_not_allowed"
+    status = 403
+
+
+class AuthorizationRequired(TokenBrokerError):
+    """No usable connection: the agent hands ``authorization_url`` to its user."""
+
+    code = "authorization_required"
+    status = 403
+
+    def __init__(self, message: str, *, authorization_url: str | None, reason: str) -> None:
+        super().__init__(message)
+        self.authorization_url = authorization_url
+        self.reason = reason
+
+
+class InsufficientGrant(TokenBrokerError):
+    """The user's grant does not cover this request; ``missing`` says what would."""
+
+    code = "insufficient_grant"
+    status = 403
+
+    def __init__(
+        self, message: str, *, reason: str, operation: str | None, scopes: tuple[str, ...]
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.operation = operation
+        self.scopes = scopes
+
+
+class BodyTooLarge(TokenBrokerError):
+    code = "body_too_large"
+    status = 413
+
+
+class RateLimited(TokenBrokerError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(TokenBrokerError):
+    code = "upstream_error"
+    status = 502
+
+
+class UpstreamTimeout(TokenBrokerError):
+    code = "upstream_timeout"
+    status = 504

@@ -16,6 +16,13 @@ from tokenbroker.connect import revocation
 from tokenbroker.db.engine import create_engine
 from tokenbroker.db.migrate import ensure_current, ensure_default_tenant
 from tokenbroker.errors import ConfigError, TokenBrokerError
+from tokenbroker.ids import new_id
+from tokenbroker.invalidation import InvalidationBus
+from tokenbroker.lifecycle.background import background_refresher
+from tokenbroker.lifecycle.device import device_poller
+from tokenbroker.lifecycle.health import ProviderHealth
+from tokenbroker.lifecycle.refresh import Refresher
+from tokenbroker.lifecycle.webhooks import webhook_worker
 from tokenbroker.providers.jwks import JwksCache
 from tokenbroker.providers.registry import ProviderRegistry
 from tokenbroker.records import Recorder, TableRecorder
@@ -67,6 +74,7 @@ async def build_services(
         transport=transport,
         recorder=recorder or TableRecorder(engine),
         clock=clock,
+        bus=InvalidationBus(engine, clock),
     )
 
 
@@ -111,14 +119,23 @@ async def make_app(settings: Settings) -> web.Application:
     for name, result in (await svc.providers.resolve_all()).items():
         if isinstance(result, TokenBrokerError):
             log.error("provider %r is not usable yet: %s", name, result.message)
-    app = create_app(svc)
+    refresher = Refresher(svc, ProviderHealth(svc.engine, svc.clock))
+    app = create_app(svc, refresher)
 
     async def background(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(revocation_worker(svc))
+        tasks = [
+            asyncio.create_task(revocation_worker(svc)),
+            asyncio.create_task(background_refresher(svc, refresher)),
+            asyncio.create_task(svc.bus.run()),
+            asyncio.create_task(webhook_worker(svc)),
+            asyncio.create_task(device_poller(svc, new_id("poller"))),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await close_services(svc)
 
     app.cleanup_ctx.append(background)

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.clock import Clock
 from tokenbroker.config import Settings, TenantSettings
+from tokenbroker.invalidation import InvalidationBus
 from tokenbroker.providers.jwks import JwksCache
 from tokenbroker.providers.registry import ProviderRegistry
 from tokenbroker.records import Recorder
@@ -25,6 +26,7 @@ class Services:
     transport: Transport
     recorder: Recorder
     clock: Clock
+    bus: InvalidationBus
 
     def tenant(self, tenant_id: str) -> TenantSettings:
         return self.settings.tenants[tenant_id]

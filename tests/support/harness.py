@@ -39,7 +39,13 @@ from tokenbroker.vault.keyring import create_key_file
 ADMIN_KEY = "admin-key-default-0123456789"
 OTHER_ADMIN_KEY = "admin-key-tenant-b-0123456789"
 CLIENT_SECRET = "client-secret-for-tests"
-ENV = {"TB_ADMIN": ADMIN_KEY, "TB_ADMIN_B": OTHER_ADMIN_KEY, "ACME_CLIENT_SECRET": CLIENT_SECRET}
+WEBHOOK_SECRET = "webhook-signing-secret-for-tests"
+ENV = {
+    "TB_ADMIN": ADMIN_KEY,
+    "TB_ADMIN_B": OTHER_ADMIN_KEY,
+    "ACME_CLIENT_SECRET": CLIENT_SECRET,
+    "TB_WEBHOOK": WEBHOOK_SECRET,
+}
 PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")
 
 

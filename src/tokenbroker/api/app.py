@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tokenbroker.api import routes_admin, routes_browser
+from tokenbroker.api import routes_admin, routes_browser, routes_device, routes_policy
 from tokenbroker.api.admin_auth import AdminKeys
 from tokenbroker.api.http import json_errors, security_headers
 from tokenbroker.api.keys import ADMIN_KEYS, PAGES, REFRESHER, SERVICES
 from tokenbroker.api.pages import Pages
+from tokenbroker.gateway.app import mount_gateway
 from tokenbroker.lifecycle.health import ProviderHealth
 from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.services import Services
@@ -19,9 +20,11 @@ def create_app(services: Services, refresher: Refresher | None = None) -> web.Ap
     app[SERVICES] = services
     app[ADMIN_KEYS] = AdminKeys(services.settings.tenants)
     app[PAGES] = Pages()
-    app[REFRESHER] = refresher or Refresher(
-        services, ProviderHealth(services.engine, services.clock)
-    )
+    refresher = refresher or Refresher(services, ProviderHealth(services.engine, services.clock))
+    app[REFRESHER] = refresher
+    mount_gateway(app, services, refresher)
     app.add_routes(routes_admin.routes)
     app.add_routes(routes_browser.routes)
+    app.add_routes(routes_device.routes)
+    app.add_routes(routes_policy.routes)
     return app

@@ -239,3 +239,79 @@ webhook_deliveries = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )
+
+# --- agents, grants and agent sessions (the gateway) ----------------------------------------
+
+# An agent's secret is shown once and stored only as a SHA-256 digest (it is 256 random bits,
+# so a fast hash is enough: there is nothing to brute-force).
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("secret_rotated_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("tenant_id", "name", name="uq_agents_name"),
+)
+
+# A user's grant to one agent on one connection: a subset of its scopes, optionally of its
+# operations, until a time. Revoked grants keep their row (revoked_at) for the record.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("agent_id", String(40), nullable=False),
+    Column("connection_id", String(40), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("scopes", JSONText(), nullable=False),
+    Column("operations", JSONText(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+    Index("ix_grants_lookup", "tenant_id", "user_id", "agent_id", "provider"),
+)
+
+# Short-lived agent session tokens: opaque, random, stored hashed, bound to tenant/user/agent.
+agent_sessions = Table(
+    "agent_sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("agent_id", String(40), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Single-use tickets an application mints so an agent (with its own secret) can open a session
+# for that user: an agent secret alone can never choose a user.
+session_tickets = Table(
+    "session_tickets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("agent_id", String(40), nullable=False),
+    Column("ticket_hash", String(64), nullable=False, unique=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Cache invalidation for every replica sharing the database: a write that changes what the
+# gateway may do appends a row; replicas poll the newest id and drop their caches.
+invalidations = Table(
+    "invalidations",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)

@@ -284,6 +284,8 @@ class Refresher:
             marked = await lease.mark_needs_reauth(
                 conn, current.id, current.version, self._owner, reason, now
             )
+            if marked:
+                await self._svc.bus.publish(conn, "connection", current.id)
         if marked:
             await connection_event(
                 self._svc,

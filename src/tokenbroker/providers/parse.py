@@ -58,7 +58,7 @@ FORBIDDEN_FORWARD_HEADERS: Final = frozenset(
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 _SCOPE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 NQCHAR
 _OP_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_PATH_RE: Final = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]|/|\{[A-Za-z_][A-Za-z0-9_]*\})*")
+_PATH_RE: Final = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]|/|\{[A-Za-z_][A-Za-z0-9_]*\*?\})*")
 _DOTTED_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _ACCOUNT_SOURCES: Final = ("id_token", "token_response", "userinfo")

@@ -1,0 +1,1 @@
+"""The audit trail behind the recording seam: batched, and (later) chained and signed."""

@@ -1,0 +1,46 @@
+"""The gateway's answers of its own: one JSON shape and a ``TokenBroker-Error`` header.
+
+``{"error": CODE, "message": TEXT, ...}`` lets an agent tell the broker's refusals from the
+upstream's answers (which never carry that header). 401 is used only for ``invalid_token``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tokenbroker.errors import (
+    AuthorizationRequired,
+    InsufficientGrant,
+    RateLimited,
+    TokenBrokerError,
+)
+
+
+def error_answer(exc: TokenBrokerError, request_id: str) -> web.Response:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    headers = {
+        "TokenBroker-Error": exc.code,
+        "X-Request-ID": request_id,
+        "Cache-Control": "no-store",
+    }
+    if isinstance(exc, AuthorizationRequired):
+        body["authorization_url"] = exc.authorization_url
+        body["reason"] = exc.reason
+    elif isinstance(exc, InsufficientGrant):
+        body["reason"] = exc.reason
+        body["missing"] = {"operation": exc.operation, "scopes": list(exc.scopes)}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(exc, RateLimited) or isinstance(retry_after, int):
+        headers["Retry-After"] = str(max(1, int(retry_after or 1)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="tokenbroker", error="invalid_token"'
+    status = exc.status if 400 <= exc.status < 600 else 500
+    return web.Response(
+        text=json.dumps(body, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

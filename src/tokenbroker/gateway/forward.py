@@ -1,0 +1,102 @@
+"""Forwarding one request upstream and streaming the answer back.
+
+Bodies stream in both directions without being held whole (a request body small enough to
+replay after a 401 is buffered, default 64 KiB). The client never follows redirects, never
+decompresses (a gzip bomb passes through untouched, size-capped), keeps no cookies, and
+connects only to addresses the SSRF guard's resolver returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from tokenbroker.errors import BodyTooLarge, UpstreamError, UpstreamTimeout
+
+Header = tuple[str, str]
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass
+class Body:
+    """The agent's request body: buffered (replayable) or streamed once."""
+
+    data: bytes | None
+    stream: web.Request | None
+    limit: int
+    read: int = 0
+
+    @property
+    def replayable(self) -> bool:
+        return self.stream is None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        assert self.stream is not None
+        async for chunk in self.stream.content.iter_any():
+            self.read += len(chunk)
+            if self.read > self.limit:
+                raise BodyTooLarge(f"the request body exceeds {self.limit} bytes")
+            yield chunk
+
+
+async def read_body(request: web.Request, *, limit: int, buffer_up_to: int) -> Body:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+    if request.method in NO_BODY and not request.body_exists:
+        return Body(None, None, limit)
+    if length is not None and length <= buffer_up_to:
+        data = await request.content.read(buffer_up_to + 1)
+        if len(data) > buffer_up_to:
+            raise BodyTooLarge("the request body is longer than its Content-Length")
+        return Body(data, None, limit, len(data))
+    if not request.body_exists:
+        return Body(None, None, limit)
+    return Body(None, request, limit)
+
+
+def upstream_session(
+    connector: aiohttp.BaseConnector, *, connect: float, read: float
+) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept"),
+    )
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: Sequence[Header],
+    body: Body,
+) -> aiohttp.ClientResponse:
+    data: bytes | AsyncIterator[bytes] | None = body.data
+    if body.stream is not None:
+        data = body.chunks()
+    try:
+        return await session.request(
+            method,
+            URL(url, encoded=True),
+            headers=list(headers),
+            data=data,
+            allow_redirects=False,
+        )
+    except TimeoutError:
+        raise UpstreamTimeout("the upstream API did not answer in time") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(
+            f"the upstream API could not be reached ({type(exc).__name__})"
+        ) from None
+    except aiohttp.ClientError as exc:
+        if body.read > body.limit:
+            raise BodyTooLarge(f"the request body exceeds {body.limit} bytes") from None
+        raise UpstreamError(f"the upstream API failed ({type(exc).__name__})") from None

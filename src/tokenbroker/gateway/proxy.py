@@ -1,0 +1,402 @@
+"""``/proxy/{provider}[:{base}]/{path}``: an agent's call, with its user's token, within the grant.
+
+Checks run in the documented order, each failure answered before anything reaches the
+upstream: the agent session (401 ``invalid_token``); path and destination (400 / 403); the
+connection (403 ``authorization_required`` with a fresh connect link); the grant (403
+``insufficient_grant``); rate limits (429). Then the user's token is loaded (refreshed when due),
+injected, and the request forwarded; the answer streams back with its status, filtered headers
+and body. An upstream 401 triggers one refresh and one retry (replayable requests only, at most
+once per connection per 30 s). Every request leaves ``proxy.started`` / ``proxy.finished`` (or
+``proxy.denied``) records tied to user, agent, grant and request id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from tokenbroker.connect import sessions as connect_sessions
+from tokenbroker.connections.model import Connection
+from tokenbroker.errors import (
+    AuthorizationRequired,
+    DestinationNotAllowed,
+    InsufficientGrant,
+    InvalidPath,
+    NeedsReauth,
+    RateLimited,
+    StoreUnavailable,
+    TokenBrokerError,
+    UpstreamError,
+)
+from tokenbroker.gateway import forward
+from tokenbroker.gateway.answers import error_answer
+from tokenbroker.gateway.headers import (
+    extra_allowed,
+    filter_request_headers,
+    filter_response_headers,
+)
+from tokenbroker.gateway.lookups import Lookups
+from tokenbroker.gateway.paths import normalize_path, split_query
+from tokenbroker.gateway.ratelimit import Limit, RateLimiter
+from tokenbroker.gateway.stages import Stages
+from tokenbroker.ids import new_secret_value
+from tokenbroker.policy.decision import ConnectionView, Decision, decide
+from tokenbroker.policy.operations import OperationIndex
+from tokenbroker.policy.sessions import AgentSession, InvalidToken
+from tokenbroker.providers.model import ProviderSpec
+from tokenbroker.records import Event, Recorder
+from tokenbroker.services import Services
+
+PREFIX = "/proxy/"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TARGET = re.compile(r"([a-z0-9][a-z0-9-]{0,39})(?::([A-Za-z0-9_-]{1,40}))?")
+
+
+@dataclass
+class _Call:
+    request_id: str
+    started: float
+    session: AgentSession | None = None
+    provider: str | None = None
+    connection: Connection | None = None
+    decision: Decision | None = None
+    path: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Gateway:
+    def __init__(
+        self,
+        svc: Services,
+        lookups: Lookups,
+        limiter: RateLimiter,
+        upstream: aiohttp.ClientSession,
+        recorder: Recorder,
+        *,
+        audit_healthy: object = None,
+    ) -> None:
+        self._svc = svc
+        self._lookups = lookups
+        self._limiter = limiter
+        self._upstream = upstream
+        self._recorder = recorder
+        self._audit_healthy = audit_healthy
+        cfg = svc.settings.gateway
+        self._cfg = cfg
+        self._user_limit = Limit(cfg.user_rate_per_second, cfg.user_burst)
+        self._agent_limit = Limit(cfg.agent_rate_per_second, cfg.agent_burst)
+        self._indexes: dict[str, OperationIndex] = {}
+        self._extras: dict[str, frozenset[str]] = {}
+        self._last_forced: dict[str, tuple[float, int]] = {}
+        self.stages = Stages()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        presented_id = request.headers.get("X-Request-ID", "")
+        request_id = presented_id if _REQUEST_ID.fullmatch(presented_id) else new_secret_value(12)
+        call = _Call(request_id=request_id, started=time.perf_counter())
+        try:
+            return await self._handle(request, call)
+        except TokenBrokerError as exc:
+            await self._denied(call, request.method, exc)
+            return error_answer(exc, request_id)
+
+    async def _handle(self, request: web.Request, call: _Call) -> web.StreamResponse:
+        svc, stages = self._svc, self.stages
+        now = svc.clock.now()
+        t0 = time.perf_counter()
+        session = await self._lookups.session(_bearer(request), now)
+        call.session = session
+        t1 = time.perf_counter()
+        stages.add("session", t1 - t0)
+
+        provider, base, tail, query = _target(request.raw_path)
+        call.provider = provider
+        spec = await svc.providers.get(provider)
+        path = normalize_path(tail)
+        call.path = path + _redacted(query)
+        connection = await self._lookups.connection(session.tenant_id, session.user_id, provider)
+        call.connection = connection
+        base_url = _base_url(spec, base, connection)
+        operation = self._index(spec).match(request.method, path, base)
+        grants = await self._lookups.grants(session, provider)
+        view = (
+            None
+            if connection is None
+            else ConnectionView(connection.id, connection.status, frozenset(connection.scopes))
+        )
+        decision = decide(operation=operation, connection=view, grants=grants, now=now)
+        call.decision = decision
+        if not decision.allowed:
+            await self._refuse(session, spec, decision, operation.scopes if operation else ())
+        await self._rate_limit(session, provider)
+        t2 = time.perf_counter()
+        stages.add("decision", t2 - t1)
+
+        if self._audit_healthy is not None and not getattr(self._audit_healthy, "healthy", True):
+            raise StoreUnavailable("the audit trail cannot be written: refusing to proxy")
+        await self._recorder.record(self._event("proxy.started", call, request.method))
+        assert connection is not None
+        token = await self._lookups.token(connection, now)
+        t3 = time.perf_counter()
+        stages.add("unseal", t3 - t2)
+
+        body = await forward.read_body(
+            request,
+            limit=self._cfg.max_request_body_bytes,
+            buffer_up_to=self._cfg.replay_buffer_bytes,
+        )
+        call.bytes_in = body.read
+        url = base_url + path + (f"?{query}" if query else "")
+        extras = self._extra(spec)
+        headers = filter_request_headers(request.headers.items(), extras)
+        headers.append(("X-Request-ID", call.request_id))
+        upstream = await forward.send(
+            self._upstream, request.method, url, [*headers, _auth(token.value.reveal())], body
+        )
+        if upstream.status == 401 and self._may_retry(
+            request.method, body, connection, token.version
+        ):
+            upstream.release()
+            try:
+                token = await self._lookups.token(connection, now, newer_than=token.version)
+            except NeedsReauth as exc:
+                raise AuthorizationRequired(
+                    str(exc.message),
+                    authorization_url=await self._link(session, spec, ()),
+                    reason="needs_reauth",
+                ) from None
+            upstream = await forward.send(
+                self._upstream, request.method, url, [*headers, _auth(token.value.reveal())], body
+            )
+        call.bytes_in = body.read
+        try:
+            response = await self._stream_back(request, upstream, call, extras)
+        finally:
+            upstream.release()
+            t4 = time.perf_counter()
+            stages.add("forward", t4 - t3)
+        await self._recorder.record(
+            self._event("proxy.finished", call, request.method, status=upstream.status)
+        )
+        stages.add("audit", time.perf_counter() - t4)
+        stages.count()
+        return response
+
+    # --- steps -------------------------------------------------------------------------------
+    def _index(self, spec: ProviderSpec) -> OperationIndex:
+        index = self._indexes.get(spec.name)
+        if index is None:
+            index = self._indexes[spec.name] = OperationIndex(spec.operations)
+        return index
+
+    def _extra(self, spec: ProviderSpec) -> frozenset[str]:
+        extras = self._extras.get(spec.name)
+        if extras is None:
+            extras = self._extras[spec.name] = extra_allowed(spec.forward_headers)
+        return extras
+
+    async def _refuse(
+        self, session: AgentSession, spec: ProviderSpec, decision: Decision, needed: tuple[str, ...]
+    ) -> None:
+        if decision.code == "authorization_required":
+            scopes = decision.missing_scopes or needed
+            raise AuthorizationRequired(
+                f"the user must connect {spec.display_name} ({decision.reason})",
+                authorization_url=await self._link(session, spec, scopes),
+                reason=decision.reason,
+            )
+        raise InsufficientGrant(
+            f"the user's grant to this agent does not cover this request ({decision.reason})",
+            reason=decision.reason,
+            operation=decision.missing_operation,
+            scopes=decision.missing_scopes,
+        )
+
+    async def _link(
+        self, session: AgentSession, spec: ProviderSpec, scopes: tuple[str, ...]
+    ) -> str | None:
+        """Agent-initiated authorization: a connect link for this user, provider and scopes."""
+        try:
+            created = await connect_sessions.create(
+                self._svc,
+                tenant_id=session.tenant_id,
+                user_id=session.user_id,
+                provider=spec.name,
+                scopes=scopes,
+                return_to=None,
+                actor=f"agent:{session.agent_id}",
+            )
+        except TokenBrokerError:
+            return None
+        return created.link(self._svc.settings.public_url)
+
+    async def _rate_limit(self, session: AgentSession, provider: str) -> None:
+        for key, limit in (
+            (f"u:{session.tenant_id}:{session.user_id}:{provider}", self._user_limit),
+            (f"a:{session.tenant_id}:{session.agent_id}", self._agent_limit),
+        ):
+            verdict = await self._limiter.hit(key, limit)
+            if not verdict.allowed:
+                raise RateLimited(
+                    "too many requests: slow down", retry_after=int(verdict.retry_after) + 1
+                )
+
+    def _may_retry(
+        self, method: str, body: forward.Body, connection: Connection, version: int
+    ) -> bool:
+        """One forced refresh per connection per interval; concurrent 401s on the same token
+        version share it (they wait for the single-flight refresh and retry with its token)."""
+        if not (body.replayable or method in forward.NO_BODY):
+            return False
+        now = time.monotonic()
+        last = self._last_forced.get(connection.id)
+        if last is not None and last[1] != version:
+            if now - last[0] < self._cfg.refresh_on_401_interval_seconds:
+                return False  # the refreshed token was refused too: pass the 401 through
+        if last is None or last[1] != version:
+            self._last_forced[connection.id] = (now, version)
+        return True
+
+    async def _stream_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        call: _Call,
+        extras: frozenset[str],
+    ) -> web.StreamResponse:
+        cap = self._cfg.max_response_body_bytes
+        if upstream.content_length is not None and upstream.content_length > cap:
+            raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
+        headers = filter_response_headers(upstream.headers.items(), extras)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in headers:
+            if name.lower() == "retry-after" and upstream.status in (429, 503):
+                value = _capped_retry_after(value, self._cfg.retry_after_cap_seconds)
+            response.headers.add(name, value)
+        response.headers["X-Request-ID"] = call.request_id
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            call.bytes_out += len(chunk)
+            if call.bytes_out > cap:
+                upstream.close()
+                raise ConnectionResetError("upstream answer over the size cap")
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    # --- records -----------------------------------------------------------------------------
+    def _event(self, type_: str, call: _Call, method: str, *, status: int | None = None) -> Event:
+        session = call.session
+        assert session is not None
+        decision = call.decision
+        return Event(
+            type=type_,
+            tenant_id=session.tenant_id,
+            actor=f"agent:{session.agent_id}",
+            user_id=session.user_id,
+            provider=call.provider,
+            connection_id=call.connection.id if call.connection else None,
+            outcome="allowed" if status is None else f"status:{status}",
+            detail={
+                "request_id": call.request_id,
+                "agent_id": session.agent_id,
+                "grant_id": decision.grant_id if decision else None,
+                "operation": decision.operation if decision else None,
+                "raw": decision.raw if decision else None,
+                "method": method,
+                "path": call.path,
+                "status": status,
+                "bytes_in": call.bytes_in,
+                "bytes_out": call.bytes_out,
+                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            },
+        )
+
+    async def _denied(self, call: _Call, method: str, exc: TokenBrokerError) -> None:
+        session = call.session
+        if session is None:
+            return  # no user to attribute to: an invalid token is logged, not audited per user
+        event = self._event("proxy.denied", call, method)
+        detail = {**event.detail, "error": exc.code, "reason": getattr(exc, "reason", exc.code)}
+        with contextlib.suppress(TokenBrokerError):
+            await self._recorder.record(
+                Event(
+                    type=event.type,
+                    tenant_id=event.tenant_id,
+                    actor=event.actor,
+                    user_id=event.user_id,
+                    provider=event.provider,
+                    connection_id=event.connection_id,
+                    outcome="denied",
+                    detail=detail,
+                )
+            )
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise InvalidToken("an agent session token is required: Authorization: Bearer <token>")
+    return value.strip()
+
+
+def _target(raw_path: str) -> tuple[str, str | None, str, str]:
+    """Split ``/proxy/{provider}[:{base}]{tail}?{query}`` without decoding anything."""
+    path, query = split_query(raw_path)
+    if not path.startswith(PREFIX):
+        raise InvalidPath("not a proxy path")
+    rest = path[len(PREFIX) :]
+    target, slash, tail = rest.partition("/")
+    match = _TARGET.fullmatch(target)
+    if match is None:
+        raise InvalidPath("the provider part of the path is not valid")
+    return match.group(1), match.group(2), slash + tail, query
+
+
+def _base_url(spec: ProviderSpec, base: str | None, connection: Connection | None) -> str:
+    if base is not None:
+        url = spec.api_bases.get(base)
+        if url is None:
+            raise DestinationNotAllowed(f"provider {spec.name!r} has no API base {base!r}")
+    elif spec.api_base_url is not None:
+        url = spec.api_base_url
+    else:
+        raise DestinationNotAllowed(f"provider {spec.name!r} has no API base configured")
+    if "{" in url:
+        variables = dict(connection.connect_vars) if connection is not None else {}
+        for name, value in variables.items():
+            url = url.replace("{" + name + "}", value.rstrip("/"))
+        if "{" in url:
+            raise DestinationNotAllowed(
+                f"provider {spec.name!r} API base needs connect-time values"
+            )
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise DestinationNotAllowed(f"provider {spec.name!r} API base is not a URL")
+    return url.rstrip("/")
+
+
+def _redacted(query: str) -> str:
+    if not query:
+        return ""
+    keys = [part.partition("=")[0] for part in query.split("&") if part]
+    return "?" + "&".join(f"{key}=…" for key in keys)
+
+
+def _auth(token: str) -> tuple[str, str]:
+    return ("Authorization", f"Bearer {token}")
+
+
+def _capped_retry_after(value: str, cap: int) -> str:
+    try:
+        return str(min(int(value), cap))
+    except ValueError:
+        return value

@@ -1,0 +1,1 @@
+"""Agents, grants, agent sessions and the pure decision engine."""

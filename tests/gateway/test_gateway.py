@@ -1,0 +1,216 @@
+"""The gateway: an agent acts for one user, only within the grant, never seeing a token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, session
+from harness import running
+
+
+async def test_granted_call_reaches_the_api_with_the_users_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h)
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert status == 200, body
+        assert "TokenBroker-Error" not in headers
+        assert headers["X-Request-ID"]
+        assert json.loads(body)
+
+
+async def test_the_agent_token_and_its_credentials_never_reach_the_upstream(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h)
+        status, _, body = await proxy(
+            h,
+            token,
+            "GET",
+            "/proxy/acme/echo/x?q=1",
+            headers={
+                "Cookie": "session=agent-cookie",
+                "X-Forwarded-Host": "evil.example",
+                "Proxy-Authorization": "Basic eA==",
+                "Connection": "x-secret-hop",
+                "X-Secret-Hop": "1",
+                "Accept": "application/json",
+                "X-Request-ID": "req-123",
+            },
+        )
+        assert status == 200, body
+        echoed = json.loads(body)
+        sent = {name.lower(): value for name, value in echoed["headers"]}
+        assert token not in body.decode()
+        assert sent["authorization"].startswith("Bearer ")
+        assert sent["authorization"] != f"Bearer {token}"
+        for name in ("cookie", "x-forwarded-host", "proxy-authorization", "x-secret-hop"):
+            assert name not in sent
+        assert sent["x-request-id"] == "req-123"
+        assert sent["accept"] == "application/json"
+
+
+async def test_the_users_token_never_reaches_the_agent(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h)
+        assert h.state is not None
+        user_tokens = list(h.state.access_tokens) + list(h.state.refresh_tokens)
+        answers = [  # (the demo /echo endpoint echoes what it received, so it is not used here)
+            await proxy(h, token, "GET", "/proxy/acme/files"),
+            await proxy(h, token, "POST", "/proxy/acme/files", data=b"{}"),
+            await proxy(h, token, "GET", "/proxy/acme/undeclared"),
+            await proxy(h, "tbs.wrong", "GET", "/proxy/acme/files"),
+        ]
+        for status, headers, body in answers:
+            text = body.decode() + json.dumps(headers)
+            for secret in user_tokens:
+                assert secret not in text, status
+
+
+async def test_scope_beyond_the_grant_is_refused_and_nothing_reaches_the_upstream(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h, ["files:read"])
+        before = h.counter("api_calls")
+        status, headers, body = await proxy(h, token, "POST", "/proxy/acme/files", data=b"{}")
+        assert status == 403
+        doc = json.loads(body)
+        assert doc["error"] == "insufficient_grant"
+        assert headers["TokenBroker-Error"] == "insufficient_grant"
+        assert doc["missing"] == {"operation": None, "scopes": ["files:write"]}
+        assert h.counter("api_calls") == before
+
+
+async def test_operations_list_and_explicit_operations(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h, ["files:read"], operations=["files.list"])
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme/echo/x")
+        assert (status, json.loads(body)["reason"]) == (403, "operation_not_granted")
+        status, _, body = await proxy(h, token, "POST", "/proxy/acme/batch", data=b"{}")
+        assert (status, json.loads(body)["reason"]) == (403, "explicit_operation_not_granted")
+
+
+async def test_undeclared_requests_need_raw_access(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, made = await ready(h, ["files:read"])
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme/undeclared")
+        assert (status, json.loads(body)["reason"]) == (403, "undeclared_operation")
+        await grant(h, made["id"], ["files:read"], operations=["*"])
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme/me")
+        assert status == 200, body
+        status, _, _ = await proxy(h, token, "GET", "/proxy/acme/undeclared")
+        assert status == 404  # the upstream's own answer: it was let through as raw access
+
+
+async def test_no_connection_answers_authorization_required_with_a_link(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        made = await agent(h)
+        token = await session(h, made["id"], "carol")
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        doc = json.loads(body)
+        assert (status, doc["error"]) == (403, "authorization_required")
+        assert doc["authorization_url"].startswith(f"{h.public_url}/connect/")
+        cs_id = doc["authorization_url"].rsplit("/", 1)[1]
+        status, cs = await h.admin("GET", f"/v1/connect-sessions/{cs_id}")
+        assert (cs["user_id"], cs["provider"]) == ("carol", "acme")
+        assert "files:read" in cs["scopes"]
+
+
+async def test_invalid_tokens_get_401_and_nothing_else_does(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        for token in (None, "tbs.forged", "admin-key-default-0123456789"):
+            status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+            assert status == 401
+            assert json.loads(body)["error"] == "invalid_token"
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_a_revoked_grant_or_session_stops_at_once(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        await h.connect("alice", ["files:read"])
+        made = await agent(h)
+        granted = await grant(h, made["id"], ["files:read"])
+        token = await session(h, made["id"])
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        await h.admin("DELETE", f"/v1/grants/{granted['id']}")
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["reason"]) == (403, "no_grant")
+        await grant(h, made["id"], ["files:read"])
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        status, doc = await h.admin(
+            "POST", "/v1/agent-sessions", {"user_id": "alice", "agent_id": made["id"]}
+        )
+        await h.admin("DELETE", f"/v1/agent-sessions/{doc['id']}")
+        assert (await proxy(h, doc["token"], "GET", "/proxy/acme/files"))[0] == 401
+
+
+async def test_alice_agent_never_reaches_bobs_connection(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        await h.connect("bob", ["files:read"])
+        made = await agent(h)
+        bob_grant = await grant(h, made["id"], ["files:read"], user_id="bob")
+        alice = await session(h, made["id"], "alice")
+        before = h.counter("api_calls")
+        for path, headers in (
+            ("/proxy/acme/files", {}),
+            (
+                "/proxy/acme/files",
+                {"X-User-ID": "bob", "X-Connection-ID": bob_grant["connection_id"]},
+            ),
+            (f"/proxy/acme/files?connection_id={bob_grant['connection_id']}&user_id=bob", {}),
+        ):
+            status, _, body = await proxy(h, alice, "GET", path, headers=headers)
+            assert status == 403, body
+            assert json.loads(body)["error"] == "authorization_required"
+        assert h.counter("api_calls") == before
+
+
+async def test_upstream_401_refreshes_once_and_retries(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h)
+        assert h.state is not None
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        h.state.expire_access_tokens()  # the provider expired them; the broker does not know
+        results = await asyncio.gather(
+            *(proxy(h, token, "GET", "/proxy/acme/files") for _ in range(20))
+        )
+        assert [r[0] for r in results] == [200] * 20
+        assert h.counter("refresh_calls") == 1
+
+
+async def test_agent_with_secret_and_ticket_opens_a_session_but_cannot_choose_a_user(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        await h.connect("alice", ["files:read"])
+        made = await agent(h)
+        await grant(h, made["id"], ["files:read"])
+        secret = made["secret"]
+        status, doc = await h.admin(
+            "POST", "/v1/agent-sessions", {"user_id": "alice", "agent_id": made["id"]}, key=secret
+        )
+        assert status == 401  # a secret alone can never choose a user
+        status, ticket = await h.admin(
+            "POST", "/v1/session-tickets", {"user_id": "alice", "agent_id": made["id"]}
+        )
+        assert status == 201
+        status, doc = await h.admin(
+            "POST", "/v1/agent-sessions", {"ticket": ticket["ticket"]}, key=secret
+        )
+        assert status == 201, doc
+        assert doc["user_id"] == "alice"
+        assert (await proxy(h, doc["token"], "GET", "/proxy/acme/files"))[0] == 200
+        status, again = await h.admin(
+            "POST", "/v1/agent-sessions", {"ticket": ticket["ticket"]}, key=secret
+        )
+        assert status == 401  # single use

@@ -1,0 +1,87 @@
+"""Helpers for gateway tests: an agent, a grant and an agent session for a user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from harness import Harness
+
+DEMO_OPERATIONS = [
+    {"name": "files.list", "method": "GET", "path": "/files", "scopes": ["files:read"]},
+    {"name": "files.create", "method": "POST", "path": "/files", "scopes": ["files:write"]},
+    {"name": "me", "method": "GET", "path": "/me", "scopes": []},
+    {"name": "echo", "method": "GET", "path": "/echo/{rest*}", "scopes": ["files:read"]},
+    {"name": "echo.post", "method": "POST", "path": "/echo/{rest*}", "scopes": ["files:read"]},
+    {"name": "batch", "method": "POST", "path": "/batch", "scopes": [], "explicit": True},
+]
+GATEWAY_CONFIG: dict[str, Any] = {"provider": {"operations": DEMO_OPERATIONS}}
+
+
+async def agent(h: Harness, name: str = "mail-agent") -> dict[str, Any]:
+    status, doc = await h.admin("POST", "/v1/agents", {"name": name})
+    assert status == 201, doc
+    return dict(doc)
+
+
+async def grant(
+    h: Harness,
+    agent_id: str,
+    scopes: list[str],
+    *,
+    user_id: str = "alice",
+    operations: list[str] | None = None,
+    expires_in: int | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "agent_id": agent_id,
+        "provider": "acme",
+        "scopes": scopes,
+    }
+    if operations is not None:
+        body["operations"] = operations
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    status, doc = await h.admin("POST", "/v1/grants", body)
+    assert status == 201, doc
+    return dict(doc)
+
+
+async def session(h: Harness, agent_id: str, user_id: str = "alice") -> str:
+    status, doc = await h.admin(
+        "POST", "/v1/agent-sessions", {"user_id": user_id, "agent_id": agent_id}
+    )
+    assert status == 201, doc
+    return str(doc["token"])
+
+
+async def proxy(
+    h: Harness,
+    token: str | None,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, h.public_url + path, headers=sent, data=data, allow_redirects=False
+        ) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+async def ready(
+    h: Harness, scopes: list[str] | None = None, **grant_kw: Any
+) -> tuple[str, dict[str, Any]]:
+    """alice connected with files:read + files:write, an agent granted ``scopes``; its token."""
+    await h.connect("alice", ["files:read", "files:write"])
+    made = await agent(h)
+    await grant(h, made["id"], scopes or ["files:read"], **grant_kw)
+    return await session(h, made["id"]), made
