@@ -114,7 +114,7 @@ async def test_no_connection_answers_authorization_required_with_a_link(
     async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
         made = await agent(h)
         token = await session(h, made["id"], "carol")
-        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        status, _headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
         doc = json.loads(body)
         assert (status, doc["error"]) == (403, "authorization_required")
         assert doc["authorization_url"].startswith(f"{h.public_url}/connect/")
@@ -210,7 +210,7 @@ async def test_agent_with_secret_and_ticket_opens_a_session_but_cannot_choose_a_
         assert status == 201, doc
         assert doc["user_id"] == "alice"
         assert (await proxy(h, doc["token"], "GET", "/proxy/acme/files"))[0] == 200
-        status, again = await h.admin(
+        status, _again = await h.admin(
             "POST", "/v1/agent-sessions", {"ticket": ticket["ticket"]}, key=secret
         )
         assert status == 401  # single use

@@ -258,9 +258,9 @@ class Gateway:
             return False
         now = time.monotonic()
         last = self._last_forced.get(connection.id)
-        if last is not None and last[1] != version:
-            if now - last[0] < self._cfg.refresh_on_401_interval_seconds:
-                return False  # the refreshed token was refused too: pass the 401 through
+        recent = last is not None and now - last[0] < self._cfg.refresh_on_401_interval_seconds
+        if last is not None and last[1] != version and recent:
+            return False  # the refreshed token was refused too: pass the 401 through
         if last is None or last[1] != version:
             self._last_forced[connection.id] = (now, version)
         return True
