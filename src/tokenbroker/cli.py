@@ -176,9 +176,11 @@ async def _resolve_providers(settings: Settings) -> dict[str, str]:
         await transport.close()
 
 
+from tokenbroker.cli_agents import agents  # noqa: E402
 from tokenbroker.cli_keys import keys  # noqa: E402
 from tokenbroker.demo.run import demo  # noqa: E402
 
+cli.add_command(agents)
 cli.add_command(keys)
 cli.add_command(demo)
 

@@ -93,6 +93,15 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail (``[audit]``)."""
+
+    enabled: bool = True  # false only to measure the audit's cost in the benchmark
+    on_failure: str = "deny"  # deny: refuse new requests (503) while records cannot be written
+    commit_window_ms: int = 50
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     url: str
     secret: Secret
@@ -128,6 +137,7 @@ class Settings:
     providers: Mapping[str, ProviderSection] = field(default_factory=dict)
     refresh: RefreshSettings = field(default_factory=RefreshSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     redis_url: str | None = None
     source: Path | None = None
 
@@ -211,6 +221,7 @@ def parse_settings(
         providers=providers,
         refresh=_refresh_settings(_table(raw, "refresh")),
         gateway=_gateway_settings(_table(raw, "gateway")),
+        audit=_audit_settings(_table(raw, "audit")),
         redis_url=env.get("TOKENBROKER_REDIS_URL") or _optional_str(raw, "redis_url"),
         source=source,
     )
@@ -277,6 +288,18 @@ def _gateway_settings(raw: Mapping[str, Any]) -> GatewaySettings:
     if settings.session_ttl_seconds > settings.session_ttl_max_seconds:
         raise ConfigError("[gateway] session_ttl_seconds exceeds session_ttl_max_seconds")
     return settings
+
+
+def _audit_settings(raw: Mapping[str, Any]) -> AuditSettings:
+    _reject_unknown(raw, {"enabled", "on_failure", "commit_window_ms"}, "[audit]")
+    on_failure = raw.get("on_failure", "deny")
+    if on_failure not in ("deny", "allow"):
+        raise ConfigError('[audit] on_failure must be "deny" or "allow"')
+    return AuditSettings(
+        enabled=_bool(raw, "enabled", True, "audit"),
+        on_failure=on_failure,
+        commit_window_ms=_int(raw, "commit_window_ms", 50, "audit"),
+    )
 
 
 def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:

@@ -79,3 +79,10 @@ class MemoryRecorder:
 
     async def record(self, event: Event) -> None:
         self.events.append(event)
+
+
+class NullRecorder:
+    """Records nothing (``[audit] enabled = false``: benchmarking the audit's cost only)."""
+
+    async def record(self, event: Event) -> None:
+        return None

@@ -137,3 +137,24 @@ def test_providers_lists_templates(tmp_path: Path) -> None:
     assert code == 0, out
     for name in ("google", "microsoft", "github", "salesforce", "okta"):
         assert name in out
+
+
+def test_agents_add_list_rotate_remove(tmp_path: Path) -> None:
+    config = _init(tmp_path)
+    assert _run(config, "migrate")[0] == 0
+    code, out = _run(config, "agents", "add", "mail-agent")
+    assert code == 0, out
+    agent_id = out.split()[1]
+    secret = out.split()[3]
+    assert secret.startswith(f"tba.{agent_id}.")
+    code, out = _run(config, "agents", "list")
+    assert agent_id in out
+    assert secret not in out
+    code, out = _run(config, "agents", "rotate", agent_id)
+    assert code == 0
+    assert secret not in out
+    code, out = _run(config, "agents", "remove", agent_id)
+    assert code == 0
+    assert agent_id not in _run(config, "agents", "list")[1]
+    code, out = _run(config, "agents", "remove", agent_id)
+    assert code == 2

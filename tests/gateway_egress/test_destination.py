@@ -99,6 +99,8 @@ PUBLIC_HOSTS = [
 
 MALFORMED_HOSTS = [
     "1.2.3.4.5",
+    "1.2.3.4.0",
+    "0.0.0.0.0.0",
     "foo.0x7f",
     "evil.example.127",
     "256.1.1.1",
@@ -163,6 +165,7 @@ def test_loopback_only_for_named_hosts_and_never_private() -> None:
     allow = policy(frozenset({"LocalHost.", "127.0.0.1", "[::1]"}))
     loop4, loop6 = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")
     assert allow("localhost", loop4)
+    assert allow("LOCALHOST.", loop4)
     assert allow("localhost", loop6)
     assert allow("localhost", ipaddress.ip_address("::ffff:127.0.0.1"))
     assert allow("127.0.0.1", loop4)

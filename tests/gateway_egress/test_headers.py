@@ -199,6 +199,11 @@ def test_response_value_with_crlf_dropped_not_raised() -> None:
     assert filter_response_headers(headers) == [("Vary", "*")]
 
 
+def test_response_non_token_name_dropped() -> None:
+    # U+212A KELVIN SIGN lowercases to "k": "Lin\u212a" would pass as "link".
+    assert filter_response_headers([("Lin\u212a", "<x>"), ("Link", "<y>")]) == [("Link", "<y>")]
+
+
 def test_response_allowed_covers_the_documented_names() -> None:
     for name in ("content-type", "etag", "location", "link", "retry-after", "date", "ratelimit"):
         assert name in RESPONSE_ALLOWED

@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from tokenbroker.api.http import json_response
+from tokenbroker.api.keys import ADMIN_KEYS
 from tokenbroker.audit.writer import BatchingRecorder
 from tokenbroker.gateway.forward import upstream_session
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.proxy import Gateway
 from tokenbroker.gateway.ratelimit import limiter_from_url
 from tokenbroker.lifecycle.refresh import Refresher
+from tokenbroker.records import NullRecorder
 from tokenbroker.services import Services
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -25,15 +28,16 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
         upstream = upstream_session(
             connector, connect=cfg.connect_timeout_seconds, read=cfg.read_timeout_seconds
         )
-        recorder = BatchingRecorder(svc.engine)
+        audit = svc.settings.audit
+        recorder = BatchingRecorder(svc.engine, window=audit.commit_window_ms / 1000)
         limiter = limiter_from_url(svc.settings.redis_url)
         app[GATEWAY] = Gateway(
             svc,
             Lookups(svc, refresher),
             limiter,
             upstream,
-            recorder,
-            audit_healthy=recorder,
+            recorder if audit.enabled else NullRecorder(),
+            audit_healthy=recorder if audit.on_failure == "deny" else None,
         )
         yield
         await upstream.close()
@@ -43,5 +47,15 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await request.app[GATEWAY].handle(request)
 
+    async def stages(request: web.Request) -> web.Response:
+        """Microseconds per request in each gateway stage (admin key; DELETE resets)."""
+        request.app[ADMIN_KEYS].tenant_for(request)
+        timing = request.app[GATEWAY].stages
+        if request.method == "DELETE":
+            timing.reset()
+        return json_response({"requests": timing.requests, "us": timing.microseconds_per_request()})
+
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", "/proxy/{tail:.*}", handle)
+    app.router.add_get("/_gateway/stages", stages)
+    app.router.add_delete("/_gateway/stages", stages)
