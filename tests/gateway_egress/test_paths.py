@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from urllib.parse import unquote
+
 import pytest
+from yarl import URL
 
 from tokenbroker.errors import InvalidPath
 from tokenbroker.gateway.paths import MAX_PATH_LENGTH, normalize_path, split_query
@@ -188,3 +192,69 @@ def test_split_query_refuses_hostile_query(target: str) -> None:
 def test_split_query_refuses_overlong_query() -> None:
     with pytest.raises(InvalidPath):
         split_query("/a?" + "x" * 10_000)
+
+
+_FUZZ_TOKENS = [
+    "/",
+    "//",
+    "a",
+    "b",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%252e",
+    "%2f",
+    "%2F",
+    "%252F",
+    "%5c",
+    "\\",
+    "@",
+    ":",
+    ";",
+    "%00",
+    "%0d",
+    "%0a",
+    "%25",
+    "%",
+    "#",
+    "?",
+    "http:",
+    "%40",
+    "%3A",
+    "~",
+    "%20",
+]
+
+
+def _deep_unquote(text: str) -> str:
+    for _ in range(6):
+        text = unquote(text)
+    return text
+
+
+def test_fuzzed_accepted_paths_stay_under_the_base() -> None:
+    rng = random.Random(9110)
+    accepted = 0
+    for _ in range(5000):
+        raw = "/" + "".join(rng.choice(_FUZZ_TOKENS) for _ in range(rng.randint(1, 8)))
+        try:
+            out = normalize_path(raw)
+        except InvalidPath:
+            continue
+        accepted += 1
+        assert out == raw
+        url = URL("https://api.example.com/base" + out, encoded=True)
+        assert url.host == "api.example.com"
+        assert url.raw_path.startswith("/base/")
+        assert not url.raw_fragment
+        assert not url.raw_query_string
+        parts = _deep_unquote(out).replace("\\", "/").split("/")[1:]
+        if parts and parts[-1] == "":
+            parts.pop()
+        for part in parts:
+            assert part.split(";")[0].strip(". ") != ""
+            assert not any(ord(char) < 0x20 for char in part)
+        assert ":" not in _deep_unquote(out.split("/")[1])
+        assert "@" not in _deep_unquote(out.split("/")[1])
+    assert accepted > 100

@@ -64,6 +64,7 @@ async def proxy(
     *,
     headers: dict[str, str] | None = None,
     data: bytes | None = None,
+    port: int | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     sent = dict(headers or {})
     if token is not None:
@@ -71,7 +72,11 @@ async def proxy(
     async with (
         aiohttp.ClientSession() as http,
         http.request(
-            method, h.public_url + path, headers=sent, data=data, allow_redirects=False
+            method,
+            f"http://127.0.0.1:{port or h.broker_port}{path}",
+            headers=sent,
+            data=data,
+            allow_redirects=False,
         ) as resp,
     ):
         return resp.status, dict(resp.headers), await resp.read()

@@ -93,6 +93,8 @@ class Harness:
     svc: Services | None = None
     refresher: Refresher | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
+    _replicas: list[Services] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
 
@@ -167,6 +169,17 @@ class Harness:
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self.svc
 
+    async def start_replica(self) -> int:
+        """A second broker on the same database (its own caches and invalidation poller)."""
+        assert self.svc is not None
+        svc = await build_services(self.svc.settings)
+        refresher = Refresher(svc, ProviderHealth(svc.engine, svc.clock))
+        port = free_port()
+        await self._run(create_app(svc, refresher), port)
+        self._replicas.append(svc)
+        self._tasks.append(asyncio.create_task(svc.bus.run(interval=0.1)))
+        return port
+
     async def _run(self, app: web.Application, port: int) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -174,12 +187,15 @@ class Harness:
         self.runners.append(runner)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self.http is not None:
             await self.http.close()
         for runner in reversed(self.runners):
             await runner.cleanup()
-        if self.svc is not None:
-            await close_services(self.svc)
+        for svc in [self.svc, *self._replicas]:
+            if svc is not None:
+                await close_services(svc)
 
     # --- calls -----------------------------------------------------------------------------
     async def admin(

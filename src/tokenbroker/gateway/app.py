@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -10,6 +11,8 @@ from aiohttp import web
 from tokenbroker.api.http import json_response
 from tokenbroker.api.keys import ADMIN_KEYS
 from tokenbroker.audit.writer import BatchingRecorder
+from tokenbroker.config import Settings
+from tokenbroker.gateway.destination import GuardedResolver, policy
 from tokenbroker.gateway.forward import upstream_session
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.proxy import Gateway
@@ -21,10 +24,26 @@ from tokenbroker.services import Services
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
+def loopback_hosts(settings: Settings) -> frozenset[str]:
+    """API hosts of providers marked ``allow_insecure_loopback`` (tests and the demo only)."""
+    hosts: set[str] = set()
+    for provider in settings.providers.values():
+        section = provider.section
+        if not section.get("allow_insecure_loopback"):
+            continue
+        urls = [section.get("api_base_url"), *dict(section.get("api_bases") or {}).values()]
+        hosts.update(h for u in urls if isinstance(u, str) and (h := urlsplit(u).hostname))
+    return frozenset(hosts)
+
+
 def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> None:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         cfg = svc.settings.gateway
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=256, ttl_dns_cache=60)
+        loopback = loopback_hosts(svc.settings)
+        allow = policy(loopback)
+        connector = aiohttp.TCPConnector(
+            limit=1000, limit_per_host=256, ttl_dns_cache=60, resolver=GuardedResolver(allow)
+        )
         upstream = upstream_session(
             connector, connect=cfg.connect_timeout_seconds, read=cfg.read_timeout_seconds
         )
@@ -38,6 +57,7 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
             upstream,
             recorder if audit.enabled else NullRecorder(),
             audit_healthy=recorder if audit.on_failure == "deny" else None,
+            loopback_names=loopback,
         )
         yield
         await upstream.close()

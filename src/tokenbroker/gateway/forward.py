@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tokenbroker.errors import BodyTooLarge, UpstreamError, UpstreamTimeout
+from tokenbroker.errors import BodyTooLarge, DestinationNotAllowed, UpstreamError, UpstreamTimeout
 
 Header = tuple[str, str]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -92,6 +92,8 @@ async def send(
         )
     except TimeoutError:
         raise UpstreamTimeout("the upstream API did not answer in time") from None
+    except DestinationNotAllowed:
+        raise  # from the guarded resolver: the address was not allowed (never connected)
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamError(
             f"the upstream API could not be reached ({type(exc).__name__})"

@@ -36,6 +36,7 @@ from tokenbroker.errors import (
 )
 from tokenbroker.gateway import forward
 from tokenbroker.gateway.answers import error_answer
+from tokenbroker.gateway.destination import check_host, normalize_host, policy
 from tokenbroker.gateway.headers import (
     extra_allowed,
     filter_request_headers,
@@ -82,6 +83,7 @@ class Gateway:
         recorder: Recorder,
         *,
         audit_healthy: object = None,
+        loopback_names: frozenset[str] = frozenset(),
     ) -> None:
         self._svc = svc
         self._lookups = lookups
@@ -89,6 +91,8 @@ class Gateway:
         self._upstream = upstream
         self._recorder = recorder
         self._audit_healthy = audit_healthy
+        self._loopback_names = frozenset(normalize_host(h) for h in loopback_names)
+        self._checked_bases: set[str] = set()
         cfg = svc.settings.gateway
         self._cfg = cfg
         self._user_limit = Limit(cfg.user_rate_per_second, cfg.user_burst)
@@ -125,6 +129,9 @@ class Gateway:
         connection = await self._lookups.connection(session.tenant_id, session.user_id, provider)
         call.connection = connection
         base_url = _base_url(spec, base, connection)
+        if base_url not in self._checked_bases:
+            self._check_destination(spec, base_url)
+            self._checked_bases.add(base_url)
         operation = self._index(spec).match(request.method, path, base)
         grants = await self._lookups.grants(session, provider)
         view = (
@@ -191,6 +198,15 @@ class Gateway:
         return response
 
     # --- steps -------------------------------------------------------------------------------
+    def _check_destination(self, spec: ProviderSpec, base_url: str) -> None:
+        """Per provider: loopback only for ``allow_insecure_loopback`` providers; IP literals
+        are checked here because aiohttp connects to them without asking the resolver."""
+        host = urlsplit(base_url).hostname or ""
+        allowed = frozenset({host}) if spec.allow_insecure_loopback else frozenset()
+        check_host(host, policy(allowed))
+        if not spec.allow_insecure_loopback and normalize_host(host) in self._loopback_names:
+            raise DestinationNotAllowed("destination address is not allowed")
+
     def _index(self, spec: ProviderSpec) -> OperationIndex:
         index = self._indexes.get(spec.name)
         if index is None:
