@@ -19,6 +19,9 @@ All four answer the same URL shape, ``/proxy/demo/files``, with the upstream's ~
 - bare aiohttp: ``bench/bare_proxy.py``, the Python ceiling (only swaps Authorization);
 - gateway: alice connected through the DEMO provider (auto-approve), an agent granted
   ``files:read``, an agent session token; audit on, then ``[audit] enabled = false``.
+
+The gateway's time per stage comes from ``GET /_gateway/stages`` (admin key; ``DELETE`` resets
+it before each run); "n/a" where the broker lacks it or the audit switch.
 """
 
 from __future__ import annotations

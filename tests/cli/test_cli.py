@@ -158,3 +158,58 @@ def test_agents_add_list_rotate_remove(tmp_path: Path) -> None:
     assert agent_id not in _run(config, "agents", "list")[1]
     code, out = _run(config, "agents", "remove", agent_id)
     assert code == 2
+
+
+def test_serve_with_two_workers_shares_one_port(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    config = _init(tmp_path)
+    assert _run(config, "migrate")[0] == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "tokenbroker.cli",
+            "--config",
+            str(config),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        answered = 0
+        deadline = time.monotonic() + 30
+        while answered < 20 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:  # noqa: S310
+                    answered += r.status == 200
+            except OSError:
+                time.sleep(0.1)
+        assert answered == 20
+        children = subprocess.run(  # noqa: S603
+            ["pgrep", "-P", str(proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,  # noqa: S607
+        ).stdout.split()
+        assert len(children) >= 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

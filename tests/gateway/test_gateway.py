@@ -214,3 +214,39 @@ async def test_agent_with_secret_and_ticket_opens_a_session_but_cannot_choose_a_
             "POST", "/v1/agent-sessions", {"ticket": ticket["ticket"]}, key=secret
         )
         assert status == 401  # single use
+
+
+async def test_tenant_a_never_reaches_tenant_b(tmp_path: Path, database_url: str) -> None:
+    from harness import OTHER_ADMIN_KEY
+
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        _token, made = await ready(h)  # alice's connection and grant live in the default tenant
+        status, other_agent = await h.admin(
+            "POST", "/v1/agents", {"name": "b-agent"}, key=OTHER_ADMIN_KEY
+        )
+        assert status == 201
+        status, doc = await h.admin(
+            "POST",
+            "/v1/agent-sessions",
+            {"user_id": "alice", "agent_id": other_agent["id"]},
+            key=OTHER_ADMIN_KEY,
+        )
+        b_token = doc["token"]
+        status, _, body = await proxy(h, b_token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (403, "authorization_required")
+        status, doc = await h.admin(  # tenant B cannot grant tenant A's agent or connection
+            "POST",
+            "/v1/grants",
+            {
+                "user_id": "alice",
+                "agent_id": made["id"],
+                "provider": "acme",
+                "scopes": ["files:read"],
+            },
+            key=OTHER_ADMIN_KEY,
+        )
+        assert status == 404
+        status, doc = await h.admin("GET", "/v1/agents", key=OTHER_ADMIN_KEY)
+        assert [a["id"] for a in doc["agents"]] == [other_agent["id"]]
+        status, doc = await h.admin("GET", "/v1/grants", key=OTHER_ADMIN_KEY)
+        assert doc["grants"] == []

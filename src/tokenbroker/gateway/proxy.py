@@ -13,6 +13,7 @@ once per connection per 30 s). Every request leaves ``proxy.started`` / ``proxy.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from tokenbroker.connect import sessions as connect_sessions
 from tokenbroker.connections.model import Connection
@@ -54,6 +56,7 @@ from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.records import Event, Recorder
 from tokenbroker.services import Services
 
+log = logging.getLogger("tokenbroker.gateway")
 PREFIX = "/proxy/"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TARGET = re.compile(r"([a-z0-9][a-z0-9-]{0,39})(?::([A-Za-z0-9_-]{1,40}))?")
@@ -111,6 +114,9 @@ class Gateway:
         except TokenBrokerError as exc:
             await self._denied(call, request.method, exc)
             return error_answer(exc, request_id)
+        except SQLAlchemyError:
+            log.exception("database error on the gateway path")
+            return error_answer(StoreUnavailable("the database is unavailable"), request_id)
 
     async def _handle(self, request: web.Request, call: _Call) -> web.StreamResponse:
         svc, stages = self._svc, self.stages
