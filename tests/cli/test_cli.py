@@ -173,7 +173,7 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -195,16 +195,16 @@ def test_serve_with_two_workers_shares_one_port(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while answered < 20 and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                     answered += r.status == 200
             except OSError:
                 time.sleep(0.1)
         assert answered == 20
-        children = subprocess.run(  # noqa: S603
+        children = subprocess.run(
             ["pgrep", "-P", str(proc.pid)],
             capture_output=True,
             text=True,
-            check=False,  # noqa: S607
+            check=False,
         ).stdout.split()
         assert len(children) >= 2
     finally:
