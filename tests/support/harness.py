@@ -92,6 +92,7 @@ class Harness:
     state: DemoState | None = None
     svc: Services | None = None
     refresher: Refresher | None = None
+    broker_app: web.Application | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
     _replicas: list[Services] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -165,7 +166,8 @@ class Harness:
         await asyncio.to_thread(upgrade, settings.database_url)
         self.svc = await build_services(settings)
         self.refresher = Refresher(self.svc, ProviderHealth(self.svc.engine, self.svc.clock))
-        await self._run(create_app(self.svc, self.refresher), self.broker_port)
+        self.broker_app = create_app(self.svc, self.refresher)
+        await self._run(self.broker_app, self.broker_port)
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self.svc
 

@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.clock import utcnow
-from tokenbroker.db.schema import events
 from tokenbroker.errors import StoreUnavailable
 from tokenbroker.records import Event
 
 log = logging.getLogger("tokenbroker.audit")
+_COLUMNS = (
+    "tenant_id",
+    "at",
+    "type",
+    "actor",
+    "user_id",
+    "provider",
+    "connection_id",
+    "outcome",
+    "detail",
+)
 
 
 class BatchingRecorder:
@@ -31,8 +41,14 @@ class BatchingRecorder:
     ) -> None:
         self._engine = engine
         self._window = window
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_queue)
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=max_queue)
+        sqlite = engine.dialect.name == "sqlite"
+        self._sqlite = sqlite
+        marks = ", ".join("?" if sqlite else f"${i}" for i in range(1, len(_COLUMNS) + 1))
+        # The driver's own executemany: no per-row statement compilation or type processing.
+        self._sql = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks})"  # noqa: S608
         self._task: asyncio.Task[None] | None = None
+        self._batch: list[tuple[Any, ...]] = []
         self._failing = False
         self.lost = 0
 
@@ -45,17 +61,19 @@ class BatchingRecorder:
             self._task = asyncio.create_task(self._run())
 
     async def record(self, event: Event) -> None:
-        row = {
-            "tenant_id": event.tenant_id,
-            "at": event.at or utcnow(),
-            "type": event.type,
-            "actor": event.actor,
-            "user_id": event.user_id,
-            "provider": event.provider,
-            "connection_id": event.connection_id,
-            "outcome": event.outcome,
-            "detail": dict(event.detail),
-        }
+        at = event.at or utcnow()
+        row = (
+            event.tenant_id,
+            # SQLite keeps naive UTC text in SQLAlchemy's format; PostgreSQL takes the datetime.
+            at.replace(tzinfo=None).isoformat(" ") if self._sqlite else at,
+            event.type,
+            event.actor,
+            event.user_id,
+            event.provider,
+            event.connection_id,
+            event.outcome,
+            json.dumps(event.detail, sort_keys=True, separators=(",", ":")),
+        )
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
@@ -66,19 +84,21 @@ class BatchingRecorder:
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
+            # Rows leave the queue only into self._batch, which close() still commits if this
+            # task is cancelled in the middle of a window.
+            self._batch.append(await self._queue.get())
             await asyncio.sleep(self._window)
-            batch = [first]
-            while not self._queue.empty() and len(batch) < 5000:
-                batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            while not self._queue.empty() and len(self._batch) < 5000:
+                self._batch.append(self._queue.get_nowait())
+            await self._commit(self._batch)
+            self._batch = []
 
-    async def _commit(self, batch: list[dict[str, Any]]) -> None:
+    async def _commit(self, batch: list[tuple[Any, ...]]) -> None:
         delay = 0.1
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    await conn.execute(insert(events), batch)
+                    await conn.exec_driver_sql(self._sql, batch)
                 self._failing = False
                 return
             except Exception:
@@ -90,7 +110,7 @@ class BatchingRecorder:
 
     async def flush(self) -> None:
         """Commit everything queued now (shutdown, tests)."""
-        batch: list[dict[str, Any]] = []
+        batch, self._batch = self._batch, []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if batch:

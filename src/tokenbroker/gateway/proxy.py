@@ -13,6 +13,7 @@ once per connection per 30 s). Every request leaves ``proxy.started`` / ``proxy.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -58,6 +59,7 @@ from tokenbroker.services import Services
 
 log = logging.getLogger("tokenbroker.gateway")
 PREFIX = "/proxy/"
+SMALL_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TARGET = re.compile(r"([a-z0-9][a-z0-9-]{0,39})(?::([A-Za-z0-9_-]{1,40}))?")
 
@@ -104,10 +106,17 @@ class Gateway:
         self._extras: dict[str, frozenset[str]] = {}
         self._last_forced: dict[str, tuple[float, int]] = {}
         self.stages = Stages()
+        # Request ids need to be unique, not secret: a random per-process prefix and a counter
+        # (no system call per request).
+        self._id_prefix = new_secret_value(6)
+        self._id_counter = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._id_counter):x}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         presented_id = request.headers.get("X-Request-ID", "")
-        request_id = presented_id if _REQUEST_ID.fullmatch(presented_id) else new_secret_value(12)
+        request_id = presented_id if _REQUEST_ID.fullmatch(presented_id) else self._next_id()
         call = _Call(request_id=request_id, started=time.perf_counter())
         try:
             return await self._handle(request, call)
@@ -298,12 +307,25 @@ class Gateway:
         if upstream.content_length is not None and upstream.content_length > cap:
             raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
         headers = filter_response_headers(upstream.headers.items(), extras)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        length = upstream.content_length
+        response: web.StreamResponse
+        if length is not None and length <= SMALL_BODY:
+            # Small answers of known size: one buffer, one write (headers and body together).
+            payload = await upstream.content.readexactly(length) if length else b""
+            call.bytes_out = len(payload)
+            response = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+        else:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in headers:
-            if name.lower() == "retry-after" and upstream.status in (429, 503):
+            lower = name.lower()
+            if lower == "retry-after" and upstream.status in (429, 503):
                 value = _capped_retry_after(value, self._cfg.retry_after_cap_seconds)
+            if lower == "content-length" and isinstance(response, web.Response):
+                continue  # set from the body
             response.headers.add(name, value)
         response.headers["X-Request-ID"] = call.request_id
+        if isinstance(response, web.Response):
+            return response
         await response.prepare(request)
         async for chunk in upstream.content.iter_any():
             call.bytes_out += len(chunk)
