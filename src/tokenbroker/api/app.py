@@ -6,7 +6,7 @@ from aiohttp import web
 
 from tokenbroker.api import routes_admin, routes_browser, routes_device, routes_policy
 from tokenbroker.api.admin_auth import AdminKeys
-from tokenbroker.api.http import json_errors, security_headers
+from tokenbroker.api.http import guard_routes, guarded, unknown_endpoint
 from tokenbroker.api.keys import ADMIN_KEYS, PAGES, REFRESHER, SERVICES
 from tokenbroker.api.pages import Pages
 from tokenbroker.gateway.app import mount_gateway
@@ -16,15 +16,14 @@ from tokenbroker.services import Services
 
 
 def create_app(services: Services, refresher: Refresher | None = None) -> web.Application:
-    app = web.Application(middlewares=[security_headers, json_errors], client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app[ADMIN_KEYS] = AdminKeys(services.settings.tenants)
     app[PAGES] = Pages()
     refresher = refresher or Refresher(services, ProviderHealth(services.engine, services.clock))
     app[REFRESHER] = refresher
     mount_gateway(app, services, refresher)
-    app.add_routes(routes_admin.routes)
-    app.add_routes(routes_browser.routes)
-    app.add_routes(routes_device.routes)
-    app.add_routes(routes_policy.routes)
+    for routes in (routes_admin, routes_browser, routes_device, routes_policy):
+        app.add_routes(guard_routes(routes.routes))
+    app.router.add_route("*", "/v1/{tail:.*}", guarded(unknown_endpoint))
     return app

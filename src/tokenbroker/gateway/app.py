@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from tokenbroker.api.http import json_response
+from tokenbroker.api.http import guarded, json_response
 from tokenbroker.api.keys import ADMIN_KEYS
 from tokenbroker.audit.writer import BatchingRecorder
 from tokenbroker.config import Settings
@@ -77,5 +77,5 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", "/proxy/{tail:.*}", handle)
-    app.router.add_get("/_gateway/stages", stages)
-    app.router.add_delete("/_gateway/stages", stages)
+    app.router.add_get("/_gateway/stages", guarded(stages))
+    app.router.add_delete("/_gateway/stages", guarded(stages))
