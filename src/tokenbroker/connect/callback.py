@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from tokenbroker.connect import complete, sessions
 from tokenbroker.connect.exchange import exchange_code
+from tokenbroker.connect.held import AccountMismatchError
 from tokenbroker.connections.store import find
 from tokenbroker.db.schema import auth_flows
 from tokenbroker.errors import InvalidState, ProviderError, TokenBrokerError
@@ -85,7 +86,7 @@ async def handle(
             has_stored_refresh_token=bool(existing and existing.has_refresh_token),
         )
         if existing is not None and existing.account_id not in (None, grant.account_id):
-            raise complete.AccountMismatchError(
+            raise AccountMismatchError(
                 f"the {provider} account that signed in is not the one already connected "
                 f"for this user; nothing was changed"
             )

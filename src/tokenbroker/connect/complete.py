@@ -12,27 +12,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbroker.connect import sessions
 from tokenbroker.connect.exchange import ProviderGrant
-from tokenbroker.connections.model import ACTIVE, Connection
-from tokenbroker.connections.store import find, get, merged_scopes
-from tokenbroker.db.schema import connect_sessions, connections
-from tokenbroker.errors import AccountMismatch, BadRequest, Conflict, NotFound, TokenBrokerError
-from tokenbroker.ids import digest, new_id, new_secret_value
+from tokenbroker.connect.held import HeldGrant, store_held_grant
+from tokenbroker.connections.model import Connection
+from tokenbroker.connections.store import get
+from tokenbroker.db.schema import connect_sessions
+from tokenbroker.errors import BadRequest, Conflict, NotFound, TokenBrokerError
+from tokenbroker.ids import digest, new_secret_value
 from tokenbroker.lifecycle.notify import connection_event
 from tokenbroker.records import Event
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
 from tokenbroker.vault.envelope import SealContext
-
-TOKEN_FIELDS = ("access_token", "refresh_token", "id_token")
-
-
-class AccountMismatchError(AccountMismatch):
-    pass
 
 
 class UserMismatch(TokenBrokerError):
@@ -64,7 +59,7 @@ async def hold_pending(
     now = svc.clock.now()
     flow_id = new_secret_value()
     async with svc.engine.begin() as conn:
-        for field, value in _token_values(grant).items():
+        for field, value in token_values(grant).items():
             ctx = _ctx(session.tenant_id, session.user_id, "connect_session", session.id, field)
             await svc.sealed.put(conn, ctx, value)
         await conn.execute(
@@ -109,7 +104,7 @@ async def hold_pending(
     return NextStep(refreshed, f"{connect.user_verifier_url}{sep}{query}")
 
 
-def _token_values(grant: ProviderGrant) -> dict[str, Secret]:
+def token_values(grant: ProviderGrant) -> dict[str, Secret]:
     values = {"access_token": grant.tokens.access_token}
     if grant.tokens.refresh_token is not None:
         values["refresh_token"] = grant.tokens.refresh_token
@@ -192,59 +187,19 @@ async def _session_row(conn: AsyncConnection, session_id: str) -> dict[str, Any]
 async def _store_connection(
     svc: Services, conn: AsyncConnection, session: sessions.ConnectSession, row: dict[str, Any]
 ) -> str:
-    now = svc.clock.now()
-    existing = await find(conn, session.tenant_id, session.user_id, session.provider)
-    granted: tuple[str, ...] = tuple(row["granted_scopes"] or ())
-    pending = await svc.sealed.get_many(
-        conn, session.tenant_id, session.user_id, "connect_session", session.id, TOKEN_FIELDS
-    )
-    values = dict(
-        status=ACTIVE,
-        status_reason=None,
+    held = HeldGrant(
+        tenant_id=session.tenant_id,
+        user_id=session.user_id,
+        provider=session.provider,
+        owner_kind="connect_session",
+        owner_id=session.id,
+        granted_scopes=tuple(row["granted_scopes"] or ()),
         account_id=row["account_id"],
         account_label=row["account_label"],
         connect_vars=row["connect_vars"] or {},
         access_token_expires_at=row["access_token_expires_at"],
-        updated_at=now,
     )
-    if existing is None:
-        connection_id = new_id("conn")
-        await conn.execute(
-            insert(connections).values(
-                id=connection_id,
-                tenant_id=session.tenant_id,
-                user_id=session.user_id,
-                provider=session.provider,
-                scopes=list(granted),
-                has_refresh_token="refresh_token" in pending,
-                version=1,
-                created_at=now,
-                **values,
-            )
-        )
-    else:
-        if existing.account_id not in (None, row["account_id"]):
-            raise AccountMismatchError("the provider account differs from the connected one")
-        connection_id = existing.id
-        await conn.execute(
-            update(connections)
-            .where(connections.c.id == existing.id)
-            .values(
-                scopes=list(merged_scopes(granted)),
-                has_refresh_token=existing.has_refresh_token or "refresh_token" in pending,
-                version=connections.c.version + 1,
-                lease_owner=None,
-                lease_until=None,
-                last_refresh_error=None,
-                **values,
-            )
-        )
-    for field, value in pending.items():
-        ctx = _ctx(session.tenant_id, session.user_id, "connection", connection_id, field)
-        await svc.sealed.put(conn, ctx, value)
-    if existing is not None and "id_token" not in pending:
-        await svc.sealed.delete_field(conn, "connection", connection_id, "id_token")
-    await svc.sealed.delete_owner(conn, "connect_session", session.id)
+    connection_id = await store_held_grant(svc, conn, held)
     await conn.execute(
         update(connect_sessions)
         .where(connect_sessions.c.id == session.id)
@@ -252,7 +207,7 @@ async def _store_connection(
             status=sessions.COMPLETED,
             flow_id_hash=None,
             connection_id=connection_id,
-            updated_at=now,
+            updated_at=svc.clock.now(),
         )
     )
     return connection_id

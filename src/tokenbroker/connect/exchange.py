@@ -67,8 +67,29 @@ async def exchange_code(
         resource=spec.resource,
     )
     raw = await svc.transport.send(request, provider=spec.name)
+    tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, svc.clock.now())
+    return await check_tokens(
+        svc,
+        spec,
+        tokens,
+        nonce=nonce,
+        requested_scopes=requested_scopes,
+        has_stored_refresh_token=has_stored_refresh_token,
+    )
+
+
+async def check_tokens(
+    svc: Services,
+    spec: ProviderSpec,
+    tokens: TokenResponse,
+    *,
+    nonce: str | None,
+    requested_scopes: tuple[str, ...],
+    has_stored_refresh_token: bool,
+) -> ProviderGrant:
+    """Everything checked before a token response is kept, however it was obtained (code or
+    device grant): the ID token, the refresh token's presence, the account, connect variables."""
     now = svc.clock.now()
-    tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, now)
     claims: Mapping[str, Any] = {}
     if spec.uses_openid and spec.issuer is not None:
         claims = await _validated_claims(svc, spec, tokens, nonce, now)

@@ -1,115 +1,18 @@
-"""Provider grants obtained outside the redirect flow: checked, held, then stored for the user.
+"""Provider grants obtained outside the redirect flow (the RFC 8628 device grant).
 
-:func:`grant_from_tokens` applies :func:`tokenbroker.connect.exchange.exchange_code`'s checks
-to a token response obtained another way (the RFC 8628 device grant): the ID token per OIDC
-Core §3.1.3.7 (no nonce: none was sent), the account, connect-time variables.
-:func:`store_held_grant` turns held tokens into the connection with the rules of
-:mod:`tokenbroker.connect.complete` (which keeps its own copy for connect sessions): one
-connection per (tenant, user, provider); a reconnect with another provider account changes
-nothing (``account_mismatch``); the pending tokens are re-sealed for the connection and the
-pending copies erased, all in the caller's transaction.
+The checks are :func:`tokenbroker.connect.exchange.check_tokens` (no nonce: none was sent);
+storing is :func:`tokenbroker.connect.held.store_held_grant`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
-
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from tokenbroker.connect import exchange
-from tokenbroker.connect.complete import TOKEN_FIELDS, AccountMismatchError
-from tokenbroker.connect.exchange import ProviderGrant
-from tokenbroker.connections.model import ACTIVE
-from tokenbroker.connections.store import find, merged_scopes
-from tokenbroker.db.schema import connections
-from tokenbroker.errors import NoRefreshToken, ProtocolError
-from tokenbroker.ids import new_id
+from tokenbroker.connect.exchange import ProviderGrant, check_tokens
+from tokenbroker.connect.held import HeldGrant, store_held_grant
 from tokenbroker.protocol.token_response import TokenResponse
 from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.services import Services
-from tokenbroker.vault.envelope import SealContext
 
-
-@dataclass(frozen=True)
-class HeldGrant:
-    """What a flow holds once the provider answered: where its tokens are sealed, and facts."""
-
-    tenant_id: str
-    user_id: str
-    provider: str
-    owner_kind: str  # sealed_secrets owner of the pending tokens, e.g. "device_session"
-    owner_id: str
-    granted_scopes: Sequence[str]
-    account_id: str | None
-    account_label: str | None
-    connect_vars: Mapping[str, str]
-    access_token_expires_at: datetime | None
-
-
-async def store_held_grant(svc: Services, conn: AsyncConnection, held: HeldGrant) -> str:
-    """Create or update the connection from ``held``; returns its id.
-
-    Raises :class:`AccountMismatchError` (nothing written) when the user already has a
-    connection to this provider under another provider account.
-    """
-    now = svc.clock.now()
-    existing = await find(conn, held.tenant_id, held.user_id, held.provider)
-    granted = tuple(held.granted_scopes)
-    pending = await svc.sealed.get_many(
-        conn, held.tenant_id, held.user_id, held.owner_kind, held.owner_id, TOKEN_FIELDS
-    )
-    values = dict(
-        status=ACTIVE,
-        status_reason=None,
-        account_id=held.account_id,
-        account_label=held.account_label,
-        connect_vars=dict(held.connect_vars),
-        access_token_expires_at=held.access_token_expires_at,
-        updated_at=now,
-    )
-    if existing is None:
-        connection_id = new_id("conn")
-        await conn.execute(
-            insert(connections).values(
-                id=connection_id,
-                tenant_id=held.tenant_id,
-                user_id=held.user_id,
-                provider=held.provider,
-                scopes=list(granted),
-                has_refresh_token="refresh_token" in pending,
-                version=1,
-                created_at=now,
-                **values,
-            )
-        )
-    else:
-        if existing.account_id not in (None, held.account_id):
-            raise AccountMismatchError("the provider account differs from the connected one")
-        connection_id = existing.id
-        await conn.execute(
-            update(connections)
-            .where(connections.c.id == existing.id)
-            .values(
-                scopes=list(merged_scopes(granted)),
-                has_refresh_token=existing.has_refresh_token or "refresh_token" in pending,
-                version=connections.c.version + 1,
-                lease_owner=None,
-                lease_until=None,
-                last_refresh_error=None,
-                **values,
-            )
-        )
-    for field, value in pending.items():
-        ctx = SealContext(held.tenant_id, held.user_id, "connection", connection_id, field)
-        await svc.sealed.put(conn, ctx, value)
-    if existing is not None and "id_token" not in pending:
-        await svc.sealed.delete_field(conn, "connection", connection_id, "id_token")
-    await svc.sealed.delete_owner(conn, held.owner_kind, held.owner_id)
-    return connection_id
+__all__ = ["HeldGrant", "grant_from_tokens", "store_held_grant"]
 
 
 async def grant_from_tokens(
@@ -120,32 +23,11 @@ async def grant_from_tokens(
     requested_scopes: tuple[str, ...],
     has_stored_refresh_token: bool,
 ) -> ProviderGrant:
-    """:func:`exchange.exchange_code`'s checks on a token response (no nonce to check)."""
-    now = svc.clock.now()
-    claims: Mapping[str, Any] = {}
-    if spec.uses_openid and spec.issuer is not None:
-        claims = await exchange._validated_claims(svc, spec, tokens, None, now)
-    elif spec.account.source == "id_token":
-        if spec.uses_openid:
-            raise ProtocolError(f"provider {spec.name!r} has no issuer to check its ID tokens")
-    else:
-        tokens = replace(tokens, id_token=None)  # not checked, so not kept
-    if (
-        spec.tokens_expire
-        and tokens.expires_at is not None
-        and tokens.refresh_token is None
-        and not has_stored_refresh_token
-    ):
-        raise NoRefreshToken(
-            f"provider {spec.name!r} returned an expiring access token without a refresh token "
-            "(ask for offline access / offline_access in the scopes, or allow the client "
-            "offline access)"
-        )
-    account_id, label = await exchange._account(svc, spec, tokens, claims)
-    return ProviderGrant(
-        tokens=tokens,
-        scopes=tokens.scope if tokens.scope is not None else requested_scopes,
-        account_id=account_id,
-        account_label=label,
-        connect_vars=exchange.extract_connect_vars(spec, tokens.raw),
+    return await check_tokens(
+        svc,
+        spec,
+        tokens,
+        nonce=None,
+        requested_scopes=requested_scopes,
+        has_stored_refresh_token=has_stored_refresh_token,
     )

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from tokenbroker.connect import complete
 from tokenbroker.connect.exchange import ProviderGrant, client_auth, parse_tokens
+from tokenbroker.connect.held import AccountMismatchError
 from tokenbroker.connect.pending_store import grant_from_tokens
 from tokenbroker.connections.store import find
 from tokenbroker.db.schema import device_sessions
@@ -128,7 +129,7 @@ async def _poll_one(svc: Services, session: ds.DeviceSession, owner: str) -> Non
             has_stored_refresh_token=bool(existing and existing.has_refresh_token),
         )
         if existing is not None and existing.account_id not in (None, grant.account_id):
-            raise complete.AccountMismatchError(
+            raise AccountMismatchError(
                 f"the {spec.name} account that approved is not the one already connected for "
                 "this user; nothing was changed"
             )
@@ -228,7 +229,7 @@ async def _hold_pending(
         if won.rowcount != 1:
             return False
         await svc.sealed.delete_field(conn, ds.OWNER_KIND, session.id, "device_code")
-        for field, value in complete._token_values(grant).items():
+        for field, value in complete.token_values(grant).items():
             await svc.sealed.put(conn, ds.seal_context(session, field), value)
     detail: dict[str, Scalar] = {"account_id": grant.account_id}
     await ds.record(svc, session, "device.authorized", "pending_confirmation", detail)
