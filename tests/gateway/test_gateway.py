@@ -250,3 +250,37 @@ async def test_tenant_a_never_reaches_tenant_b(tmp_path: Path, database_url: str
         assert [a["id"] for a in doc["agents"]] == [other_agent["id"]]
         status, doc = await h.admin("GET", "/v1/grants", key=OTHER_ADMIN_KEY)
         assert doc["grants"] == []
+
+
+async def test_a_connection_that_needs_reauth_answers_authorization_required(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h)
+        assert h.state is not None
+        status, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        await h.expire_access_token(doc["connections"][0]["id"])
+        h.state.behaviour.token_failures = ["invalid_grant"]
+        status, _headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        answer = json.loads(body)
+        assert (status, answer["error"], answer["reason"]) == (
+            403,
+            "authorization_required",
+            "needs_reauth",
+        )
+        assert answer["authorization_url"].startswith(h.public_url)
+
+
+async def test_provider_down_during_refresh_answers_503_with_retry_after(
+    tmp_path: Path, database_url: str
+) -> None:
+    fast = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 4, "wait_seconds": 2}}
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **fast) as h:
+        token, _ = await ready(h)
+        assert h.state is not None
+        status, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        await h.expire_access_token(doc["connections"][0]["id"])
+        h.state.behaviour.token_failures = [503, 503, 503]
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (503, "provider_unavailable")
+        assert int(headers["Retry-After"]) >= 1

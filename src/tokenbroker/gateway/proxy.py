@@ -166,7 +166,14 @@ class Gateway:
             raise StoreUnavailable("the audit trail cannot be written: refusing to proxy")
         await self._recorder.record(self._event("proxy.started", call, request.method))
         assert connection is not None
-        token = await self._lookups.token(connection, now)
+        try:
+            token = await self._lookups.token(connection, now)
+        except NeedsReauth as exc:
+            raise AuthorizationRequired(
+                exc.message,
+                authorization_url=await self._link(session, spec, ()),
+                reason="needs_reauth",
+            ) from None
         t3 = time.perf_counter()
         stages.add("unseal", t3 - t2)
 
