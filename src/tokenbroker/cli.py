@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import sys
@@ -13,6 +12,7 @@ import click
 
 from tokenbroker.config import Settings, config_path, load_settings
 from tokenbroker.errors import TokenBrokerError
+from tokenbroker.observability.logging import configure_logging
 
 STARTER_CONFIG = """\
 # tokenbroker configuration. Reference: README.md, "Configuration".
@@ -54,11 +54,23 @@ def _fail(exc: TokenBrokerError) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", envvar="TOKENBROKER_CONFIG", help="Path of tokenbroker.toml.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    envvar="TOKENBROKER_LOG_FORMAT",
+    help="Log lines: one JSON object a line, or plain text (serve: stdout, others: stderr).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, log_level: str) -> None:
+def cli(ctx: click.Context, config: str | None, log_level: str, log_format: str) -> None:
     """tokenbroker: per-user OAuth credential broker and API gateway for AI agents."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    # The server's log is its output (stdout); one-shot commands keep stdout for their result.
+    configure_logging(
+        log_level,
+        "text" if log_format == "text" else "json",
+        to="stdout" if ctx.invoked_subcommand in ("serve", "demo") else "stderr",
+        force=False,
     )
     ctx.obj = config
 
@@ -177,10 +189,13 @@ async def _resolve_providers(settings: Settings) -> dict[str, str]:
 
 
 from tokenbroker.cli_agents import agents  # noqa: E402
+from tokenbroker.cli_audit import audit, users  # noqa: E402
 from tokenbroker.cli_keys import keys  # noqa: E402
 from tokenbroker.demo.run import demo  # noqa: E402
 
 cli.add_command(agents)
+cli.add_command(audit)
+cli.add_command(users)
 cli.add_command(keys)
 cli.add_command(demo)
 

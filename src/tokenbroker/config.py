@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,6 +99,9 @@ class AuditSettings:
     enabled: bool = True  # false only to measure the audit's cost in the benchmark
     on_failure: str = "deny"  # deny: refuse new requests (503) while records cannot be written
     commit_window_ms: int = 50
+    durability: str = "group"  # group: lose at most one window on a crash; sync: wait for commit
+    retention_days: int | None = None  # None: keep every record
+    checkpoint_seconds: int = 60  # sign each tenant's chain head at least this often
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,28 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class LoginSettings:
+    """Sign-in to the broker's own pages (``[login]``, ``[tenants.NAME.login]``): OIDC."""
+
+    issuer: str
+    client_id: str
+    client_secret: Secret | None = None
+    scopes: tuple[str, ...] = ("openid", "email")
+    user_id_claim: str = "sub"
+    admin_claim: str | None = None  # admin when this claim is true, or lists / equals the value
+    admin_claim_value: str | None = None
+    admins: tuple[str, ...] = ()  # user ids that are admins
+    allow_insecure_loopback: bool = False
+    session_ttl_seconds: int = 8 * 3600
+
+
+@dataclass(frozen=True)
 class TenantSettings:
     name: str
     admin_keys: tuple[Secret, ...]
     connect: ConnectSettings
     webhook: WebhookSettings | None = None
+    login: LoginSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -187,9 +207,16 @@ def parse_settings(
     _reject_unknown(server, {"host", "port"}, "[server]")
     connect = _connect_settings(_table(raw, "connect"), "connect")
     webhook = _webhook(raw.get("webhook"), "webhook", env, base_dir)
+    login = _login(raw.get("login"), "login", env, base_dir)
     tenants = {
         DEFAULT_TENANT: _tenant(
-            DEFAULT_TENANT, _table(raw, "admin"), connect, webhook, env, base_dir
+            DEFAULT_TENANT,
+            _table(raw, "admin"),
+            _self_verifying(connect, login, public_url),
+            webhook,
+            env,
+            base_dir,
+            login,
         )
     }
     for name, table in _table(raw, "tenants").items():
@@ -205,7 +232,11 @@ def parse_settings(
             if "webhook" in table
             else webhook
         )
-        tenants[name] = _tenant(name, table, tenant_connect, tenant_webhook, env, base_dir)
+        tenant_login = _login(table.get("login"), f"tenants.{name}.login", env, base_dir)
+        tenant_connect = _self_verifying(tenant_connect, tenant_login, public_url)
+        tenants[name] = _tenant(
+            name, table, tenant_connect, tenant_webhook, env, base_dir, tenant_login
+        )
     providers = {
         name: _provider_section(name, table, env, base_dir)
         for name, table in _table(raw, "providers").items()
@@ -291,7 +322,26 @@ def _gateway_settings(raw: Mapping[str, Any]) -> GatewaySettings:
 
 
 def _audit_settings(raw: Mapping[str, Any]) -> AuditSettings:
-    _reject_unknown(raw, {"enabled", "on_failure", "commit_window_ms"}, "[audit]")
+    _reject_unknown(
+        raw,
+        {
+            "enabled",
+            "on_failure",
+            "commit_window_ms",
+            "durability",
+            "retention_days",
+            "checkpoint_seconds",
+        },
+        "[audit]",
+    )
+    durability = raw.get("durability", "group")
+    if durability not in ("group", "sync"):
+        raise ConfigError('[audit] durability must be "group" or "sync"')
+    retention = raw.get("retention_days")
+    if retention is not None and (
+        not isinstance(retention, int) or isinstance(retention, bool) or retention < 1
+    ):
+        raise ConfigError("[audit] retention_days must be a positive number of days")
     on_failure = raw.get("on_failure", "deny")
     if on_failure not in ("deny", "allow"):
         raise ConfigError('[audit] on_failure must be "deny" or "allow"')
@@ -299,6 +349,9 @@ def _audit_settings(raw: Mapping[str, Any]) -> AuditSettings:
         enabled=_bool(raw, "enabled", True, "audit"),
         on_failure=on_failure,
         commit_window_ms=_int(raw, "commit_window_ms", 50, "audit"),
+        durability=durability,
+        retention_days=retention,
+        checkpoint_seconds=_int(raw, "checkpoint_seconds", 60, "audit"),
     )
 
 
@@ -337,6 +390,69 @@ def _webhook(
     return WebhookSettings(url=url, secret=secret, events=tuple(str(e) for e in events))
 
 
+_LOGIN_KEYS = {
+    "issuer",
+    "client_id",
+    "client_secret_env",
+    "client_secret_file",
+    "scopes",
+    "user_id_claim",
+    "admin_claim",
+    "admin_claim_value",
+    "admins",
+    "allow_insecure_loopback",
+    "session_ttl_seconds",
+}
+
+
+def _self_verifying(
+    connect: ConnectSettings, login: LoginSettings | None, public_url: str
+) -> ConnectSettings:
+    """With sign-in configured, users confirm their own connect links on the broker's page."""
+    if login is None or connect.user_verifier_url is not None:
+        return connect
+    return replace(connect, user_verifier_url=f"{public_url}/confirm")
+
+
+def _login(raw: Any, where: str, env: Mapping[str, str], base_dir: Path) -> LoginSettings | None:
+    """``[login]``: the organisation's OpenID provider for the broker's web pages."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    _reject_unknown(raw, _LOGIN_KEYS, f"[{where}]")
+    insecure = _bool(raw, "allow_insecure_loopback", False, where)
+    if not raw.get("issuer") or not raw.get("client_id"):
+        raise ConfigError(f"[{where}] issuer and client_id are required")
+    issuer = check_endpoint_url(
+        str(raw["issuer"]), allow_insecure_loopback=insecure, what=f"{where}.issuer"
+    )
+    secret: Secret | None = None
+    if "client_secret_env" in raw:
+        name = str(raw["client_secret_env"])
+        if not env.get(name):
+            raise ConfigError(f"[{where}] environment variable {name} is not set")
+        secret = Secret(env[name])
+    elif "client_secret_file" in raw:
+        secret = _read_secret_file(base_dir / str(raw["client_secret_file"]), f"[{where}]")
+    scopes = tuple(str(s) for s in _as_list(raw.get("scopes"))) or ("openid", "email")
+    if "openid" not in scopes:
+        raise ConfigError(f"[{where}] scopes must include openid")
+    admin_claim = _optional_str(raw, "admin_claim")
+    return LoginSettings(
+        issuer=issuer,
+        client_id=str(raw["client_id"]),
+        client_secret=secret,
+        scopes=scopes,
+        user_id_claim=str(raw.get("user_id_claim", "sub")),
+        admin_claim=admin_claim,
+        admin_claim_value=_optional_str(raw, "admin_claim_value"),
+        admins=tuple(_as_list(raw.get("admins"))),
+        allow_insecure_loopback=insecure,
+        session_ttl_seconds=_int(raw, "session_ttl_seconds", 8 * 3600, where) or 8 * 3600,
+    )
+
+
 def _origin(value: str, what: str) -> str:
     """An origin is scheme://host[:port] and nothing else."""
     url = check_endpoint_url(value, allow_insecure_loopback=True, what=what)
@@ -367,12 +483,13 @@ def _tenant(
     webhook: WebhookSettings | None,
     env: Mapping[str, str],
     base_dir: Path,
+    login: LoginSettings | None = None,
 ) -> TenantSettings:
     if "key" in raw or "admin_key" in raw:
         raise ConfigError("admin keys are read from key_env or key_file, never inline")
     allowed = {"key_env", "key_file", "admin_key_env", "admin_key_file"}
     if name != DEFAULT_TENANT:
-        allowed.update({"connect", "webhook"})
+        allowed.update({"connect", "webhook", "login"})
     _reject_unknown(raw, allowed, f"the admin settings of tenant {name!r}")
     env_names = _as_list(raw.get("key_env")) + _as_list(raw.get("admin_key_env"))
     if not env_names and name == DEFAULT_TENANT:
@@ -387,7 +504,9 @@ def _tenant(
     for key in keys:
         if len(key.reveal()) < 16:
             raise ConfigError(f"an admin key of tenant {name!r} is shorter than 16 characters")
-    return TenantSettings(name=name, admin_keys=tuple(keys), connect=connect, webhook=webhook)
+    return TenantSettings(
+        name=name, admin_keys=tuple(keys), connect=connect, webhook=webhook, login=login
+    )
 
 
 def _provider_section(

@@ -204,12 +204,19 @@ class InsufficientGrant(TokenBrokerError):
     status = 403
 
     def __init__(
-        self, message: str, *, reason: str, operation: str | None, scopes: tuple[str, ...]
+        self,
+        message: str,
+        *,
+        reason: str,
+        operation: str | None,
+        scopes: tuple[str, ...],
+        consent_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.operation = operation
         self.scopes = scopes
+        self.consent_url = consent_url
 
 
 class BodyTooLarge(TokenBrokerError):

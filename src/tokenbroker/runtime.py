@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from tokenbroker.api.app import create_app
+from tokenbroker.audit.checkpoints import checkpoint_loop
+from tokenbroker.audit.trail import AuditTrail, build_trail
 from tokenbroker.clock import SystemClock
 from tokenbroker.config import Settings
 from tokenbroker.connect import revocation
@@ -25,7 +28,7 @@ from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.lifecycle.webhooks import webhook_worker
 from tokenbroker.providers.jwks import JwksCache
 from tokenbroker.providers.registry import ProviderRegistry
-from tokenbroker.records import Recorder, TableRecorder
+from tokenbroker.records import Recorder
 from tokenbroker.services import Services
 from tokenbroker.transport import Transport
 from tokenbroker.vault.envelope import Envelope, KeyRingProvider
@@ -72,13 +75,15 @@ async def build_services(
         providers=ProviderRegistry(settings.providers, transport),
         jwks=JwksCache(transport),
         transport=transport,
-        recorder=recorder or TableRecorder(engine),
+        recorder=recorder or build_trail(engine, envelope, keys, settings.audit),
         clock=clock,
         bus=InvalidationBus(engine, clock),
     )
 
 
 async def close_services(svc: Services) -> None:
+    if isinstance(svc.recorder, AuditTrail):
+        await svc.recorder.close()  # commits whatever is still queued
     await svc.transport.close()
     await svc.engine.dispose()
 
@@ -129,6 +134,7 @@ async def make_app(settings: Settings) -> web.Application:
             asyncio.create_task(svc.bus.run()),
             asyncio.create_task(webhook_worker(svc)),
             asyncio.create_task(device_poller(svc, new_id("poller"))),
+            asyncio.create_task(checkpoint_loop(svc)),
         ]
         yield
         for task in tasks:
@@ -167,7 +173,11 @@ def _worker(source: object, host: str, port: int) -> None:
     from pathlib import Path
 
     from tokenbroker.config import load_settings
+    from tokenbroker.observability.logging import configure_logging
 
+    # A spawned worker starts with fresh logging: the same JSON lines as the parent.
+    text = os.environ.get("TOKENBROKER_LOG_FORMAT") == "text"
+    configure_logging(os.environ.get("TOKENBROKER_LOG_LEVEL", "INFO"), "text" if text else "json")
     settings = load_settings(Path(str(source)))
     web.run_app(
         make_app(settings), host=host, port=port, reuse_port=True, print=None, access_log=None

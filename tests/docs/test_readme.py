@@ -22,6 +22,7 @@ def test_the_configuration_reference_parses(tmp_path: Path) -> None:
         "ACME_ADMIN_KEY": "y" * 32,
         "ACME_CLIENT_SECRET": "s",
         "TOKENBROKER_WEBHOOK_SECRET": "w",
+        "LOGIN_CLIENT_SECRET": "l",
     }
     settings = parse_settings(raw, env, base_dir=tmp_path)
     assert settings.redis_url == "redis://127.0.0.1:6379/0"

@@ -40,7 +40,9 @@ ADMIN_KEY = "admin-key-default-0123456789"
 OTHER_ADMIN_KEY = "admin-key-tenant-b-0123456789"
 CLIENT_SECRET = "client-secret-for-tests"
 WEBHOOK_SECRET = "webhook-signing-secret-for-tests"
+LOGIN_SECRET = "login-client-secret-for-tests"
 ENV = {
+    "TB_LOGIN_SECRET": LOGIN_SECRET,
     "TB_ADMIN": ADMIN_KEY,
     "TB_ADMIN_B": OTHER_ADMIN_KEY,
     "ACME_CLIENT_SECRET": CLIENT_SECRET,
@@ -107,6 +109,16 @@ class Harness:
     def public_url(self) -> str:
         return f"http://127.0.0.1:{self.broker_port}"
 
+    def login_config(self, **extra: Any) -> dict[str, Any]:
+        """A ``[login]`` table signing in to the broker's pages at the demo provider."""
+        return {
+            "issuer": self.issuer,
+            "client_id": "broker-login",
+            "client_secret_env": "TB_LOGIN_SECRET",
+            "allow_insecure_loopback": True,
+            **extra,
+        }
+
     @property
     def verifier_url(self) -> str:
         return f"http://127.0.0.1:{self.verifier_port}/verify"
@@ -153,6 +165,8 @@ class Harness:
             issuer=self.issuer,
             clients=(
                 DemoClient("broker", CLIENT_SECRET, (f"{self.public_url}/oauth/callback/acme",)),
+                # The broker's own sign-in (``[login]``, the web pages).
+                DemoClient("broker-login", LOGIN_SECRET, (f"{self.public_url}/login/callback",)),
             ),
             device_interval=1,
         )

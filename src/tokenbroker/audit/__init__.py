@@ -1,1 +1,5 @@
-"""The audit trail behind the recording seam: batched, and (later) chained and signed."""
+"""The audit trail behind the recording seam: group-committed, hash-chained per tenant, signed.
+
+``trail`` → ``writer`` → ``chain``; then ``verify``, ``query``, ``export``, ``retention``,
+``erasure``.
+"""

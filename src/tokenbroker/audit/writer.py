@@ -1,120 +1,169 @@
-"""Group commit for the recording seam: the gateway never waits on the database per request.
+"""Group commit into the hash chain: the gateway never waits on the database per request.
 
-``record()`` puts the event on a bounded queue and returns; a background writer commits
-everything that arrived within one window (default 50 ms) in a single transaction. When the
-queue is full or the last commit failed, ``healthy`` turns false; the gateway then refuses new
-requests with 503 ``store_unavailable`` (``audit.on_failure = "deny"``) rather than proxy
-unrecorded.
+``record()`` puts the event on a bounded queue and returns; a background writer commits what
+arrived within one window (default 50 ms, counted from the moment the batch's first event was
+queued) in a single transaction per batch (:func:`tokenbroker.audit.chain.append`, one tenant
+after another in a fixed order). ``commit()`` queues the event and waits for the commit of
+that very record: management flows use it (they read the table right after), and so does the
+gateway with ``audit.durability = "sync"``; a waiting commit cuts the window short.
+
+When the queue is full or the last commit failed, ``healthy`` turns false; the gateway then
+refuses new requests with 503 ``store_unavailable`` (``audit.on_failure = "deny"``) rather
+than proxy unrecorded. A failed batch is retried with backoff, never dropped; a process killed
+outright loses at most what was queued within the last window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenbroker.audit.chain import append
+from tokenbroker.audit.pseudonyms import Pseudonyms
 from tokenbroker.clock import utcnow
 from tokenbroker.errors import StoreUnavailable
 from tokenbroker.records import Event
 
 log = logging.getLogger("tokenbroker.audit")
-_COLUMNS = (
-    "tenant_id",
-    "at",
-    "type",
-    "actor",
-    "user_id",
-    "provider",
-    "connection_id",
-    "outcome",
-    "detail",
-)
+MAX_BATCH = 5000
+_Item = tuple[Event, datetime, float, "asyncio.Future[None] | None"]
 
 
-class BatchingRecorder:
+class ChainedRecorder:
     def __init__(
-        self, engine: AsyncEngine, *, window: float = 0.05, max_queue: int = 50_000
+        self,
+        engine: AsyncEngine,
+        *,
+        window: float = 0.05,
+        max_queue: int = 50_000,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self._engine = engine
         self._window = window
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=max_queue)
-        sqlite = engine.dialect.name == "sqlite"
-        self._sqlite = sqlite
-        marks = ", ".join("?" if sqlite else f"${i}" for i in range(1, len(_COLUMNS) + 1))
-        # The driver's own executemany: no per-row statement compilation or type processing.
-        self._sql = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+        self._pseudonyms = pseudonyms
+        self._queue: deque[_Item] = deque()
+        self._max_queue = max_queue
+        self._arrived = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._lock = asyncio.Lock()  # one commit at a time: flush() never re-commits a batch
         self._task: asyncio.Task[None] | None = None
-        self._batch: list[tuple[Any, ...]] = []
+        self._batch: list[_Item] = []
         self._failing = False
         self.lost = 0
 
     @property
     def healthy(self) -> bool:
-        return not self._failing and not self._queue.full()
+        return not self._failing and len(self._queue) < self._max_queue
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
     async def record(self, event: Event) -> None:
-        at = event.at or utcnow()
-        row = (
-            event.tenant_id,
-            # SQLite keeps naive UTC text in SQLAlchemy's format; PostgreSQL takes the datetime.
-            at.replace(tzinfo=None).isoformat(" ") if self._sqlite else at,
-            event.type,
-            event.actor,
-            event.user_id,
-            event.provider,
-            event.connection_id,
-            event.outcome,
-            json.dumps(event.detail, sort_keys=True, separators=(",", ":")),
-        )
-        try:
-            self._queue.put_nowait(row)
-        except asyncio.QueueFull:
+        """Queue ``event``; it is committed within one window. When the writer lags more than
+        a window behind (a slow or busy database), the caller waits for the commit instead:
+        back-pressure, so an answered request never waits unrecorded for long."""
+        if self._lag() <= self._window:
+            self._put(event, None)
+            return
+        await self.commit(event)
+
+    def _lag(self) -> float:
+        oldest = self._batch or self._queue
+        return time.monotonic() - oldest[0][2] if oldest else 0.0
+
+    async def commit(self, event: Event) -> None:
+        """Queue ``event`` and return once it is committed (StoreUnavailable if it cannot be
+        yet; it stays queued and is retried)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(event, done)
+        self._urgent.set()
+        if self._failing:
+            self._fail_waiters([self._queue[-1]])
+        await asyncio.shield(done)
+
+    def _put(self, event: Event, done: asyncio.Future[None] | None) -> None:
+        if len(self._queue) >= self._max_queue:
             self.lost += 1
-            raise StoreUnavailable("the audit queue is full") from None
-        if self._task is None:
+            raise StoreUnavailable("the audit queue is full")
+        self._queue.append((event, event.at or utcnow(), time.monotonic(), done))
+        self._arrived.set()
+        if self._task is None or self._task.done():
+            self._task = None
             self.start()
 
     async def _run(self) -> None:
         while True:
-            # Rows leave the queue only into self._batch, which close() still commits if this
+            # Items leave the queue only into self._batch, which close() still commits if this
             # task is cancelled in the middle of a window.
-            self._batch.append(await self._queue.get())
-            await asyncio.sleep(self._window)
-            while not self._queue.empty() and len(self._batch) < 5000:
-                self._batch.append(self._queue.get_nowait())
-            await self._commit(self._batch)
-            self._batch = []
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            first = self._queue.popleft()
+            self._batch.append(first)
+            wait = first[2] + self._window - time.monotonic()
+            if wait > 0 and first[3] is None and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), wait)
+            self._urgent.clear()
+            while self._queue and len(self._batch) < MAX_BATCH:
+                self._batch.append(self._queue.popleft())
+            async with self._lock:
+                await self._commit(self._batch)
+                self._batch = []
 
-    async def _commit(self, batch: list[tuple[Any, ...]]) -> None:
+    async def _commit(self, batch: Sequence[_Item]) -> None:
+        if not batch:
+            return
         delay = 0.1
         while True:
             try:
-                async with self._engine.begin() as conn:
-                    await conn.exec_driver_sql(self._sql, batch)
+                await self._write(batch)
                 self._failing = False
-                return
+                break
             except Exception:
                 if not self._failing:
                     log.exception("audit commit failed; retrying (new requests are refused)")
                 self._failing = True
+                self._fail_waiters([*batch, *self._queue])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        for item in batch:
+            if item[3] is not None and not item[3].done():
+                item[3].set_result(None)
+
+    @staticmethod
+    def _fail_waiters(items: Sequence[_Item]) -> None:
+        """Waiters learn at once that the trail cannot be written; their events stay queued."""
+        for item in items:
+            if item[3] is not None and not item[3].done():
+                item[3].set_exception(StoreUnavailable("the audit trail is unavailable"))
+                item[3].exception()  # retrieved: the waiter may be gone
+
+    async def _write(self, batch: Sequence[_Item]) -> None:
+        by_tenant: dict[str, list[tuple[Event, datetime]]] = {}
+        for event, at, _, _ in batch:
+            by_tenant.setdefault(event.tenant_id, []).append((event, at))
+        async with self._engine.begin() as conn:
+            for tenant_id in sorted(by_tenant):  # a fixed lock order: no deadlock
+                await append(conn, tenant_id, by_tenant[tenant_id], self._pseudonyms)
 
     async def flush(self) -> None:
-        """Commit everything queued now (shutdown, tests)."""
-        batch, self._batch = self._batch, []
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        if batch:
-            await self._commit(batch)
+        """Commit everything queued now (shutdown, erasure, tests)."""
+        async with self._lock:
+            while self._queue:
+                self._batch.append(self._queue.popleft())
+            if self._batch:
+                await self._commit(self._batch)
+            self._batch = []
 
     async def close(self) -> None:
         if self._task is not None:
@@ -123,3 +172,6 @@ class BatchingRecorder:
                 await self._task
             self._task = None
         await self.flush()
+
+
+BatchingRecorder = ChainedRecorder  # the name the gateway and older tests know

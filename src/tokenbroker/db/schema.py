@@ -7,6 +7,7 @@ Secrets never live in these tables in the clear: tokens, verifiers and nonces ar
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -162,7 +163,10 @@ revocations = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
-# The recording seam's plain table; the audit issue hardens it (chain, batching, signatures).
+# The audit trail: append-only, one hash chain per tenant (see tokenbroker.audit). `seq` is
+# gapless per tenant, `hash` = SHA-256 over the canonical encoding of every other column but
+# `id`. Users appear only as `user_ref`, a keyed pseudonym; `user_id` stays NULL (rows written
+# before the chain existed keep theirs and have no `seq`).
 events = Table(
     "events",
     metadata,
@@ -176,7 +180,15 @@ events = Table(
     Column("connection_id", String(40), nullable=True),
     Column("outcome", String(32), nullable=True),
     Column("detail", JSONText(), nullable=False),
+    Column("seq", BigInteger(), nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Column("user_ref", String(64), nullable=True),
+    Column("agent_id", String(40), nullable=True),
     Index("ix_events_tenant_at", "tenant_id", "at"),
+    Index("uq_events_tenant_seq", "tenant_id", "seq", unique=True),
+    Index("ix_events_tenant_user_ref", "tenant_id", "user_ref", "seq"),
+    Index("ix_events_tenant_agent", "tenant_id", "agent_id", "seq"),
 )
 
 # Operator-level health of a provider shared by every replica: `misconfigured` after the token
@@ -314,4 +326,66 @@ invalidations = Table(
     Column("kind", String(32), nullable=False),
     Column("key", String(255), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
+)
+
+# --- the broker's web pages ----------------------------------------------------------------
+
+# Browser sessions of the web pages, server-side. The cookie holds a random secret; the row keeps
+# only its SHA-256. A row without `user_id` is a sign-in in progress (its `state_hash` is the
+# OIDC state sent to the login provider); sign-in replaces it with a fresh signed-in row.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(255), nullable=True),
+    Column("email", String(255), nullable=True),
+    Column("is_admin", Boolean(), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("state_hash", String(64), nullable=True, unique=True),
+    Column("next_path", Text(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_web_sessions_expires_at", "expires_at"),
+)
+
+# --- the audit trail's chain heads and signed checkpoints -----------------------------------
+
+# The newest record of each tenant's chain. A commit UPDATEs this row first, so SQLite takes its
+# write lock and PostgreSQL a row lock: replicas append one batch after another, never interleaved.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("seq", BigInteger(), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Signed heads: HMAC-SHA256 with a key derived from a key-encryption key (never stored here).
+# kind: periodic | export | retention (the anchor verification starts from after a prune).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("seq", BigInteger(), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Index("ix_audit_checkpoints_tenant_seq", "tenant_id", "seq"),
+)
+
+# Each user's pseudonym key for the audit trail (32 random bytes, sealed by the vault with the
+# context (tenant, user, "audit_user", "pseudonym", "pseudonym_key")). Erasure deletes the row.
+audit_user_keys = Table(
+    "audit_user_keys",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("blob", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

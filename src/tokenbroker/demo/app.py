@@ -90,6 +90,9 @@ async def _home(request: web.Request) -> web.Response:
         '<form method="post" action="/connect"><button type="submit">'
         "Connect alice's demo account</button></form>"
         "<p>The demo provider's login is <code>alice</code> / <code>demo</code>.</p>"
+        f"<p>The broker's own pages (what alice sees: connections, agent access, consent, "
+        f'activity): <a href="{html.escape(settings.broker_url)}/connections">'
+        f"{html.escape(settings.broker_url)}/connections</a></p>"
     )
 
 

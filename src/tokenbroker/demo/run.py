@@ -43,6 +43,15 @@ key_file = "admin-key"
 user_verifier_url = "http://{HOST}:{app_port}/verify"
 allowed_return_origins = ["http://{HOST}:{app_port}"]
 
+# People sign in to the broker's own pages (connections, agent access, consent, activity)
+# at the DEMO provider too; alice is an admin of this demo.
+[login]
+issuer = "http://{HOST}:{provider_port}"
+client_id = "tokenbroker-demo-login"
+client_secret_file = "demo-client-secret"
+admins = ["alice"]
+allow_insecure_loopback = true
+
 [providers.demo]
 issuer = "http://{HOST}:{provider_port}"
 display_name = "Demo provider"
@@ -83,6 +92,11 @@ async def run_demo(directory: Path, ports: tuple[int, int, int, int], stop: asyn
                 client_id="tokenbroker-demo",
                 client_secret=CLIENT_SECRET,
                 redirect_uris=(f"{settings.public_url}/oauth/callback/demo",),
+            ),
+            DemoClient(
+                client_id="tokenbroker-demo-login",
+                client_secret=CLIENT_SECRET,
+                redirect_uris=(f"{settings.public_url}/login/callback",),
             ),
         ),
     )

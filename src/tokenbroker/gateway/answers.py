@@ -32,6 +32,8 @@ def error_answer(exc: TokenBrokerError, request_id: str) -> web.Response:
     elif isinstance(exc, InsufficientGrant):
         body["reason"] = exc.reason
         body["missing"] = {"operation": exc.operation, "scopes": list(exc.scopes)}
+        if exc.consent_url:
+            body["consent_url"] = exc.consent_url
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, RateLimited) or isinstance(retry_after, int):
         headers["Retry-After"] = str(max(1, int(retry_after or 1)))

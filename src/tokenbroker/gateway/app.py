@@ -10,7 +10,7 @@ from aiohttp import web
 
 from tokenbroker.api.http import guarded, json_response
 from tokenbroker.api.keys import ADMIN_KEYS
-from tokenbroker.audit.writer import BatchingRecorder
+from tokenbroker.audit.trail import gateway_recorder
 from tokenbroker.config import Settings
 from tokenbroker.gateway.destination import GuardedResolver, policy
 from tokenbroker.gateway.forward import upstream_session
@@ -48,7 +48,7 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
             connector, connect=cfg.connect_timeout_seconds, read=cfg.read_timeout_seconds
         )
         audit = svc.settings.audit
-        recorder = BatchingRecorder(svc.engine, window=audit.commit_window_ms / 1000)
+        recorder = gateway_recorder(svc)
         limiter = limiter_from_url(svc.settings.redis_url)
         app[GATEWAY] = Gateway(
             svc,

@@ -50,12 +50,15 @@ from tokenbroker.gateway.paths import normalize_path, split_query
 from tokenbroker.gateway.ratelimit import Limit, RateLimiter
 from tokenbroker.gateway.stages import Stages
 from tokenbroker.ids import new_secret_value
+from tokenbroker.observability.logging import request_id_var
+from tokenbroker.observability.metrics import METRICS
 from tokenbroker.policy.decision import ConnectionView, Decision, decide
 from tokenbroker.policy.operations import OperationIndex
 from tokenbroker.policy.sessions import AgentSession, InvalidToken
 from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.records import Event, Recorder
 from tokenbroker.services import Services
+from tokenbroker.web.consent_link import consent_url
 
 log = logging.getLogger("tokenbroker.gateway")
 PREFIX = "/proxy/"
@@ -111,19 +114,27 @@ class Gateway:
         self._id_prefix = new_secret_value(6)
         self._id_counter = itertools.count(1)
 
+    @property
+    def recorder(self) -> Recorder:
+        """Where audit events go (read by ``/metrics`` for the audit queue gauges)."""
+        return self._recorder
+
     def _next_id(self) -> str:
         return f"{self._id_prefix}-{next(self._id_counter):x}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         presented_id = request.headers.get("X-Request-ID", "")
         request_id = presented_id if _REQUEST_ID.fullmatch(presented_id) else self._next_id()
+        request_id_var.set(request_id)  # each request runs in its own task: its own context
         call = _Call(request_id=request_id, started=time.perf_counter())
         try:
             return await self._handle(request, call)
         except TokenBrokerError as exc:
+            METRICS.gateway_denied(call.provider, exc, call.started)
             await self._denied(call, request.method, exc)
             return error_answer(exc, request_id)
         except SQLAlchemyError:
+            METRICS.gateway_request(call.provider, StoreUnavailable.code, 503, call.started)
             log.exception("database error on the gateway path")
             return error_answer(StoreUnavailable("the database is unavailable"), request_id)
 
@@ -215,8 +226,11 @@ class Gateway:
         await self._recorder.record(
             self._event("proxy.finished", call, request.method, status=upstream.status)
         )
+        if not isinstance(response, web.Response):
+            await response.write_eof()  # a streamed answer's last chunk follows its record
         stages.add("audit", time.perf_counter() - t4)
         stages.count()
+        METRICS.gateway_request(call.provider, "allowed", upstream.status, call.started)
         return response
 
     # --- steps -------------------------------------------------------------------------------
@@ -256,6 +270,15 @@ class Gateway:
             reason=decision.reason,
             operation=decision.missing_operation,
             scopes=decision.missing_scopes,
+            consent_url=consent_url(
+                self._svc.settings,
+                tenant_id=session.tenant_id,
+                user_id=session.user_id,
+                agent_id=session.agent_id,
+                provider=spec.name,
+                scopes=needed,
+                operation=decision.missing_operation,
+            ),
         )
 
     async def _link(
@@ -340,8 +363,7 @@ class Gateway:
                 upstream.close()
                 raise ConnectionResetError("upstream answer over the size cap")
             await response.write(chunk)
-        await response.write_eof()
-        return response
+        return response  # the caller ends it once the record is written (sync durability)
 
     # --- records -----------------------------------------------------------------------------
     def _event(self, type_: str, call: _Call, method: str, *, status: int | None = None) -> Event:

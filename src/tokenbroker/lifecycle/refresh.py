@@ -43,6 +43,7 @@ from tokenbroker.errors import (
 from tokenbroker.lifecycle import lease
 from tokenbroker.lifecycle.health import MISCONFIGURED, OK, ProviderHealth
 from tokenbroker.lifecycle.notify import connection_event
+from tokenbroker.observability.metrics import METRICS
 from tokenbroker.protocol.rfc6749 import refresh_token_request
 from tokenbroker.protocol.token_response import TokenResponse
 from tokenbroker.providers.model import ProviderSpec
@@ -150,6 +151,7 @@ class Refresher:
             task = asyncio.create_task(self._refresh(tenant_id, seen, force))
             self._inflight[seen.id] = task
             task.add_done_callback(self._forget(seen.id))
+            task.add_done_callback(METRICS.refresh_done(seen.provider))
         await asyncio.shield(task)
 
     def _forget(self, key: str) -> Callable[[asyncio.Task[None]], None]:

@@ -1,0 +1,124 @@
+"""Signing in to the broker's pages: OIDC at the login provider, server-side sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import Harness
+from sqlalchemy import select, update
+from webpages import browser, csrf, get, post, sign_in, web_broker
+
+from tokenbroker.db.schema import events, web_sessions
+
+
+async def _session_rows(h: Harness) -> list[dict[str, object]]:
+    assert h.svc is not None
+    async with h.svc.engine.connect() as conn:
+        rows = await conn.execute(select(web_sessions).where(web_sessions.c.user_id.is_not(None)))
+        return [dict(r._mapping) for r in rows]
+
+
+async def test_sign_in_binds_the_session_to_the_user_and_rotates_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        status, _, location = await get(http, f"{h.public_url}/connections")
+        assert status == 303
+        assert location is not None
+        assert location.startswith("/login?next=")
+        await sign_in(h, http)
+        first = {c.key: c.value for c in http.cookie_jar}["tb_session"]
+        status, body, _ = await get(http, f"{h.public_url}/connections")
+        assert status == 200
+        assert "alice@demo.example" in body  # email_verified is true at the demo provider
+        await sign_in(h, http, "bob")
+        second = {c.key: c.value for c in http.cookie_jar}["tb_session"]
+        assert second != first
+        rows = await _session_rows(h)
+        assert [r["user_id"] for r in rows] == ["bob"]  # the earlier session ended
+        assert first not in str(rows)
+        assert second not in str(rows)
+
+
+async def test_session_cookie_is_httponly_and_samesite(tmp_path: Path, database_url: str) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        assert h.state is not None
+        h.state.behaviour.auto_approve_user = "alice"
+        _, _, to_provider = await get(http, f"{h.public_url}/login")
+        assert to_provider is not None
+        _, _, to_callback = await get(http, to_provider)
+        assert to_callback is not None
+        async with http.get(to_callback, allow_redirects=False) as resp:
+            cookie = resp.cookies["tb_session"]
+            assert cookie["httponly"]
+            assert cookie["samesite"] == "Lax"
+            assert cookie["path"] == "/"
+            assert "Content-Security-Policy" in resp.headers
+
+
+async def test_a_replayed_or_foreign_callback_signs_nobody_in(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http, browser(h) as other:
+        assert h.state is not None
+        h.state.behaviour.auto_approve_user = "alice"
+        _, _, to_provider = await get(http, f"{h.public_url}/login")
+        assert to_provider is not None
+        _, _, to_callback = await get(http, to_provider)
+        assert to_callback is not None
+        status, body, _ = await get(other, to_callback)  # another browser: no login cookie
+        assert status == 400
+        assert "another browser" in body or "not started here" in body
+        status, _, _ = await get(http, to_callback)  # the state was consumed
+        assert status == 400
+        assert await _session_rows(h) == []
+
+
+async def test_an_expired_session_is_refused_and_changes_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        token = await sign_in(h, http)
+        await h.connect("alice")
+        assert h.svc is not None
+        async with h.svc.engine.begin() as conn:
+            await conn.execute(update(web_sessions).values(expires_at=h.svc.clock.now()))
+        status, _, location = await get(http, f"{h.public_url}/connections")
+        assert status == 303
+        assert location is not None
+        assert location.startswith("/login")
+        conn_id = (await h.admin("GET", "/v1/connections?user_id=alice"))[1]["connections"][0]
+        status, body, _ = await post(
+            http, f"{h.public_url}/connections/{conn_id['id']}/disconnect", {"csrf": token}
+        )
+        assert status == 401
+        assert "Nothing was changed" in body
+        _, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        assert len(doc["connections"]) == 1
+
+
+async def test_sign_out_ends_the_session(tmp_path: Path, database_url: str) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        token = await sign_in(h, http)
+        status, _, _ = await post(http, f"{h.public_url}/logout", {"csrf": token})
+        assert status == 200
+        assert await _session_rows(h) == []
+        status, _, _ = await get(http, f"{h.public_url}/access")
+        assert status == 303
+
+
+async def test_admin_pages_need_the_admin_role(tmp_path: Path, database_url: str) -> None:
+    async with web_broker(tmp_path, database_url, admins=["bob"]) as h, browser(h) as http:
+        await sign_in(h, http, "alice")
+        status, body, _ = await get(http, f"{h.public_url}/admin")
+        assert status == 403
+        assert "Admin</a>" not in body
+        await sign_in(h, http, "bob")
+        await csrf(h, http, "/admin")  # 200, with the admin page
+        status, body, _ = await get(http, f"{h.public_url}/admin")
+        assert "Providers" in body
+        assert "acme" in body
+        assert h.svc is not None
+        async with h.svc.engine.connect() as conn:
+            kinds = {r.type for r in await conn.execute(select(events.c.type))}
+        assert "web.signed_in" in kinds
