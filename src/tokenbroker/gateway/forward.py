@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from tokenbroker.errors import BodyTooLarge, DestinationNotAllowed, UpstreamError, UpstreamTimeout
+from tokenbroker.gateway.headers import filter_response_headers
+from tokenbroker.gateway.target import capped_retry_after
 
 Header = tuple[str, str]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SMALL_BODY = 64 * 1024  # answers up to this size (and of known size) are sent in one write
 
 
 @dataclass
@@ -102,3 +106,53 @@ async def send(
         if body.read > body.limit:
             raise BodyTooLarge(f"the request body exceeds {body.limit} bytes") from None
         raise UpstreamError(f"the upstream API failed ({type(exc).__name__})") from None
+
+
+class Tally(Protocol):
+    request_id: str
+    bytes_out: int
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    tally: Tally,
+    *,
+    extras: frozenset[str],
+    cap: int,
+    retry_after_cap: int,
+) -> web.StreamResponse:
+    """The upstream's status, filtered headers and body, back to the agent.
+
+    Small answers of known size go out as one buffer (headers and body in one write); others
+    stream chunk by chunk, and the caller ends them (``write_eof``) once the record is written.
+    """
+    if upstream.content_length is not None and upstream.content_length > cap:
+        raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
+    headers = filter_response_headers(upstream.headers.items(), extras)
+    length = upstream.content_length
+    response: web.StreamResponse
+    if length is not None and length <= SMALL_BODY:
+        payload = await upstream.content.readexactly(length) if length else b""
+        tally.bytes_out = len(payload)
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+    else:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "retry-after" and upstream.status in (429, 503):
+            value = capped_retry_after(value, retry_after_cap)
+        if lower == "content-length" and isinstance(response, web.Response):
+            continue  # set from the body
+        response.headers.add(name, value)
+    response.headers["X-Request-ID"] = tally.request_id
+    if isinstance(response, web.Response):
+        return response
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_any():
+        tally.bytes_out += len(chunk)
+        if tally.bytes_out > cap:
+            upstream.close()
+            raise ConnectionResetError("upstream answer over the size cap")
+        await response.write(chunk)
+    return response

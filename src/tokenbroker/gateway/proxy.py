@@ -30,12 +30,10 @@ from tokenbroker.errors import (
     AuthorizationRequired,
     DestinationNotAllowed,
     InsufficientGrant,
-    InvalidPath,
     NeedsReauth,
     RateLimited,
     StoreUnavailable,
     TokenBrokerError,
-    UpstreamError,
 )
 from tokenbroker.gateway import forward
 from tokenbroker.gateway.answers import error_answer
@@ -43,28 +41,31 @@ from tokenbroker.gateway.destination import check_host, normalize_host, policy
 from tokenbroker.gateway.headers import (
     extra_allowed,
     filter_request_headers,
-    filter_response_headers,
 )
 from tokenbroker.gateway.lookups import Lookups
-from tokenbroker.gateway.paths import normalize_path, split_query
+from tokenbroker.gateway.paths import normalize_path
 from tokenbroker.gateway.ratelimit import Limit, RateLimiter
 from tokenbroker.gateway.stages import Stages
+from tokenbroker.gateway.target import (
+    auth_header,
+    base_url_for,
+    bearer,
+    redacted_query,
+    split_target,
+)
 from tokenbroker.ids import new_secret_value
 from tokenbroker.observability.logging import request_id_var
 from tokenbroker.observability.metrics import METRICS
 from tokenbroker.policy.decision import ConnectionView, Decision, decide
 from tokenbroker.policy.operations import OperationIndex
-from tokenbroker.policy.sessions import AgentSession, InvalidToken
+from tokenbroker.policy.sessions import AgentSession
 from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.records import Event, Recorder
 from tokenbroker.services import Services
 from tokenbroker.web.consent_link import consent_url
 
 log = logging.getLogger("tokenbroker.gateway")
-PREFIX = "/proxy/"
-SMALL_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TARGET = re.compile(r"([a-z0-9][a-z0-9-]{0,39})(?::([A-Za-z0-9_-]{1,40}))?")
 
 
 @dataclass
@@ -142,19 +143,19 @@ class Gateway:
         svc, stages = self._svc, self.stages
         now = svc.clock.now()
         t0 = time.perf_counter()
-        session = await self._lookups.session(_bearer(request), now)
+        session = await self._lookups.session(bearer(request), now)
         call.session = session
         t1 = time.perf_counter()
         stages.add("session", t1 - t0)
 
-        provider, base, tail, query = _target(request.raw_path)
+        provider, base, tail, query = split_target(request.raw_path)
         call.provider = provider
         spec = await svc.providers.get(provider)
         path = normalize_path(tail)
-        call.path = path + _redacted(query)
+        call.path = path + redacted_query(query)
         connection = await self._lookups.connection(session.tenant_id, session.user_id, provider)
         call.connection = connection
-        base_url = _base_url(spec, base, connection)
+        base_url = base_url_for(spec, base, connection)
         if base_url not in self._checked_bases:
             self._check_destination(spec, base_url)
             self._checked_bases.add(base_url)
@@ -199,7 +200,7 @@ class Gateway:
         headers = filter_request_headers(request.headers.items(), extras)
         headers.append(("X-Request-ID", call.request_id))
         upstream = await forward.send(
-            self._upstream, request.method, url, [*headers, _auth(token.value.reveal())], body
+            self._upstream, request.method, url, [*headers, auth_header(token.value.reveal())], body
         )
         if upstream.status == 401 and self._may_retry(
             request.method, body, connection, token.version
@@ -214,11 +215,22 @@ class Gateway:
                     reason="needs_reauth",
                 ) from None
             upstream = await forward.send(
-                self._upstream, request.method, url, [*headers, _auth(token.value.reveal())], body
+                self._upstream,
+                request.method,
+                url,
+                [*headers, auth_header(token.value.reveal())],
+                body,
             )
         call.bytes_in = body.read
         try:
-            response = await self._stream_back(request, upstream, call, extras)
+            response = await forward.relay(
+                request,
+                upstream,
+                call,
+                extras=extras,
+                cap=self._cfg.max_response_body_bytes,
+                retry_after_cap=self._cfg.retry_after_cap_seconds,
+            )
         finally:
             upstream.release()
             t4 = time.perf_counter()
@@ -326,45 +338,6 @@ class Gateway:
             self._last_forced[connection.id] = (now, version)
         return True
 
-    async def _stream_back(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        call: _Call,
-        extras: frozenset[str],
-    ) -> web.StreamResponse:
-        cap = self._cfg.max_response_body_bytes
-        if upstream.content_length is not None and upstream.content_length > cap:
-            raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
-        headers = filter_response_headers(upstream.headers.items(), extras)
-        length = upstream.content_length
-        response: web.StreamResponse
-        if length is not None and length <= SMALL_BODY:
-            # Small answers of known size: one buffer, one write (headers and body together).
-            payload = await upstream.content.readexactly(length) if length else b""
-            call.bytes_out = len(payload)
-            response = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
-        else:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in headers:
-            lower = name.lower()
-            if lower == "retry-after" and upstream.status in (429, 503):
-                value = _capped_retry_after(value, self._cfg.retry_after_cap_seconds)
-            if lower == "content-length" and isinstance(response, web.Response):
-                continue  # set from the body
-            response.headers.add(name, value)
-        response.headers["X-Request-ID"] = call.request_id
-        if isinstance(response, web.Response):
-            return response
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
-            call.bytes_out += len(chunk)
-            if call.bytes_out > cap:
-                upstream.close()
-                raise ConnectionResetError("upstream answer over the size cap")
-            await response.write(chunk)
-        return response  # the caller ends it once the record is written (sync durability)
-
     # --- records -----------------------------------------------------------------------------
     def _event(self, type_: str, call: _Call, method: str, *, status: int | None = None) -> Event:
         session = call.session
@@ -412,64 +385,3 @@ class Gateway:
                     detail=detail,
                 )
             )
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise InvalidToken("an agent session token is required: Authorization: Bearer <token>")
-    return value.strip()
-
-
-def _target(raw_path: str) -> tuple[str, str | None, str, str]:
-    """Split ``/proxy/{provider}[:{base}]{tail}?{query}`` without decoding anything."""
-    path, query = split_query(raw_path)
-    if not path.startswith(PREFIX):
-        raise InvalidPath("not a proxy path")
-    rest = path[len(PREFIX) :]
-    target, slash, tail = rest.partition("/")
-    match = _TARGET.fullmatch(target)
-    if match is None:
-        raise InvalidPath("the provider part of the path is not valid")
-    return match.group(1), match.group(2), slash + tail, query
-
-
-def _base_url(spec: ProviderSpec, base: str | None, connection: Connection | None) -> str:
-    if base is not None:
-        url = spec.api_bases.get(base)
-        if url is None:
-            raise DestinationNotAllowed(f"provider {spec.name!r} has no API base {base!r}")
-    elif spec.api_base_url is not None:
-        url = spec.api_base_url
-    else:
-        raise DestinationNotAllowed(f"provider {spec.name!r} has no API base configured")
-    if "{" in url:
-        variables = dict(connection.connect_vars) if connection is not None else {}
-        for name, value in variables.items():
-            url = url.replace("{" + name + "}", value.rstrip("/"))
-        if "{" in url:
-            raise DestinationNotAllowed(
-                f"provider {spec.name!r} API base needs connect-time values"
-            )
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise DestinationNotAllowed(f"provider {spec.name!r} API base is not a URL")
-    return url.rstrip("/")
-
-
-def _redacted(query: str) -> str:
-    if not query:
-        return ""
-    keys = [part.partition("=")[0] for part in query.split("&") if part]
-    return "?" + "&".join(f"{key}=…" for key in keys)
-
-
-def _auth(token: str) -> tuple[str, str]:
-    return ("Authorization", f"Bearer {token}")
-
-
-def _capped_retry_after(value: str, cap: int) -> str:
-    try:
-        return str(min(int(value), cap))
-    except ValueError:
-        return value
