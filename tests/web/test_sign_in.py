@@ -118,6 +118,7 @@ async def test_admin_pages_need_the_admin_role(tmp_path: Path, database_url: str
         status, body, _ = await get(http, f"{h.public_url}/admin")
         assert "Providers" in body
         assert "acme" in body
+        assert "verified" in body  # the tenant's audit chain, checked on the page
         assert h.svc is not None
         async with h.svc.engine.connect() as conn:
             kinds = {r.type for r in await conn.execute(select(events.c.type))}

@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from tokenbroker.audit import verify
+from tokenbroker.audit.trail import trail_of
 from tokenbroker.errors import TokenBrokerError
 from tokenbroker.policy import agents, grants
 from tokenbroker.web import store, words
@@ -55,6 +57,8 @@ async def admin(request: web.Request, pages: Pages) -> web.StreamResponse:
             providers.append((name, "unavailable", spec.message))
         else:
             providers.append((name, "ok", spec.redirect_uri(pages.svc.settings.public_url)))
+    trail = trail_of(pages.svc)
+    audit_report = await verify.verify_tenant(pages.svc.engine, trail.signer, me.tenant_id)
     every = await grants.list_grants(pages.svc, me.tenant_id, user_id=None)
     per_agent: dict[str, int] = {}
     for grant in every:
@@ -66,5 +70,6 @@ async def admin(request: web.Request, pages: Pages) -> web.StreamResponse:
         agents=await agents.list_agents(pages.svc, me.tenant_id),
         grants_per_agent=per_agent,
         users=await store.known_users(pages.svc, me.tenant_id),
+        audit=audit_report,
         words=words,
     )
