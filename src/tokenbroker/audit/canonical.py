@@ -44,3 +44,24 @@ def canonical(row: Mapping[str, Any]) -> bytes:
 
 def record_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(row)).hexdigest()
+
+
+def encode_detail(detail: Mapping[str, Any]) -> str:
+    """``detail`` exactly as :func:`canonical` encodes it inside the record."""
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+def record_hash_with(row: Mapping[str, Any], detail_json: str) -> str:
+    """:func:`record_hash` for a row whose ``detail`` is already encoded (the writer's path).
+
+    The keys are sorted and always all present, so ``detail`` sits right before ``outcome``:
+    splicing its encoding there gives the very bytes :func:`canonical` would produce.
+    """
+    doc = {name: row.get(name) for name in HASHED_COLUMNS if name != "detail"}
+    doc["at"] = iso(row["at"])
+    head, sep, tail = json.dumps(doc, sort_keys=True, separators=(",", ":")).partition(
+        ',"outcome":'
+    )
+    assert sep, "outcome is always a column"
+    data = f'{head},"detail":{detail_json}{sep}{tail}'
+    return hashlib.sha256(data.encode("ascii")).hexdigest()

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbroker.audit.canonical import GENESIS, record_hash
+from tokenbroker.audit.canonical import GENESIS, HASHED_COLUMNS, encode_detail, record_hash_with
 from tokenbroker.audit.pseudonyms import Pseudonyms, scrub, user_ref
 from tokenbroker.clock import utcnow
-from tokenbroker.db.schema import audit_heads, events
+from tokenbroker.db.schema import audit_heads
 from tokenbroker.db.sql import insert_if_missing
 from tokenbroker.records import Event
 
@@ -65,6 +65,27 @@ def agent_of(event: Event) -> str | None:
     return None
 
 
+_INSERTED = (*HASHED_COLUMNS, "hash")
+
+
+async def _insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """The driver's own executemany (no per-row statement processing): ``detail`` is already
+    JSON text, and SQLite keeps naive UTC text in SQLAlchemy's own format."""
+    sqlite = conn.dialect.name == "sqlite"
+    marks = ", ".join("?" if sqlite else f"${i}" for i in range(1, len(_INSERTED) + 1))
+    sql = f"INSERT INTO events ({', '.join(_INSERTED)}) VALUES ({marks})"  # noqa: S608
+    params = [
+        tuple(
+            (r[c].astimezone(UTC).replace(tzinfo=None).isoformat(" ") if sqlite else r[c])
+            if c == "at"
+            else r[c]
+            for c in _INSERTED
+        )
+        for r in rows
+    ]
+    await conn.exec_driver_sql(sql, params)
+
+
 async def append(
     conn: AsyncConnection,
     tenant_id: str,
@@ -95,12 +116,13 @@ async def append(
             "provider": event.provider,
             "connection_id": event.connection_id,
             "outcome": event.outcome,
-            "detail": scrub(key, event.detail),
         }
-        row["hash"] = prev = record_hash(row)
+        detail_json = encode_detail(scrub(key, event.detail))
+        row["hash"] = prev = record_hash_with(row, detail_json)
+        row["detail"] = detail_json
         rows.append(row)
     if rows:
-        await conn.execute(insert(events), rows)
+        await _insert_rows(conn, rows)
         await conn.execute(
             update(audit_heads)
             .where(_h.tenant_id == tenant_id)

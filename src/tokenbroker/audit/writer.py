@@ -73,7 +73,14 @@ class ChainedRecorder:
         if self._lag() <= self._window:
             self._put(event, None)
             return
-        await self.commit(event)
+        # Back-pressure without cutting the window short: waiting callers join the batch being
+        # collected, so commits stay large (one transaction per window) while the writer
+        # catches up.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(event, done)
+        if self._failing:
+            self._fail_waiters([self._queue[-1]])
+        await asyncio.shield(done)
 
     def _lag(self) -> float:
         oldest = self._batch or self._queue
@@ -110,7 +117,7 @@ class ChainedRecorder:
             first = self._queue.popleft()
             self._batch.append(first)
             wait = first[2] + self._window - time.monotonic()
-            if wait > 0 and first[3] is None and not self._urgent.is_set():
+            if wait > 0 and not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait)
             self._urgent.clear()
