@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import click
 
-from tokenbroker.config import config_path, load_settings
+from tokenbroker.cli_services import run_with_services
 from tokenbroker.db.schema import DEFAULT_TENANT
-from tokenbroker.errors import TokenBrokerError
 from tokenbroker.policy import agents as agent_store
-from tokenbroker.services import Services
-
-T = TypeVar("T")
-
-
-def _run(ctx: click.Context, action: Callable[[Services], Awaitable[T]]) -> T:
-    from tokenbroker.runtime import build_services, close_services
-
-    async def main() -> T:
-        svc = await build_services(load_settings(config_path(ctx.find_root().obj, os.environ)))
-        try:
-            return await action(svc)
-        finally:
-            await close_services(svc)
-
-    try:
-        return asyncio.run(main())
-    except TokenBrokerError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
 
 
 @click.group()
@@ -47,7 +20,7 @@ def agents() -> None:
 @click.pass_context
 def add(ctx: click.Context, name: str, tenant: str) -> None:
     """Register agent NAME; prints its id and secret (shown once, stored only as a hash)."""
-    agent, secret = _run(
+    agent, secret = run_with_services(
         ctx,
         lambda svc: agent_store.register(svc, tenant, agent_store.check_name(name), actor="cli"),
     )
@@ -59,7 +32,7 @@ def add(ctx: click.Context, name: str, tenant: str) -> None:
 @click.pass_context
 def list_(ctx: click.Context, tenant: str) -> None:
     """List the tenant's agents."""
-    for agent in _run(ctx, lambda svc: agent_store.list_agents(svc, tenant)):
+    for agent in run_with_services(ctx, lambda svc: agent_store.list_agents(svc, tenant)):
         click.echo(f"{agent.id}  {agent.name}  created {agent.created_at:%Y-%m-%d %H:%M}")
 
 
@@ -69,7 +42,7 @@ def list_(ctx: click.Context, tenant: str) -> None:
 @click.pass_context
 def remove(ctx: click.Context, agent_id: str, tenant: str) -> None:
     """Remove an agent; its grants and sessions end with it."""
-    _run(ctx, lambda svc: agent_store.remove(svc, tenant, agent_id, actor="cli"))
+    run_with_services(ctx, lambda svc: agent_store.remove(svc, tenant, agent_id, actor="cli"))
     click.echo(f"removed {agent_id}")
 
 
@@ -79,5 +52,7 @@ def remove(ctx: click.Context, agent_id: str, tenant: str) -> None:
 @click.pass_context
 def rotate(ctx: click.Context, agent_id: str, tenant: str) -> None:
     """Give an agent a new secret; the old one stops working at once."""
-    secret = _run(ctx, lambda svc: agent_store.rotate_secret(svc, tenant, agent_id, actor="cli"))
+    secret = run_with_services(
+        ctx, lambda svc: agent_store.rotate_secret(svc, tenant, agent_id, actor="cli")
+    )
     click.echo(f"secret: {secret.reveal()}\n(the secret is not shown again)")

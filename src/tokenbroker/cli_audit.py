@@ -6,12 +6,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import click
 
@@ -19,29 +15,10 @@ from tokenbroker.audit import checkpoints, export, retention, verify
 from tokenbroker.audit.erasure import erase_user
 from tokenbroker.audit.query import Filters, parse_time
 from tokenbroker.audit.trail import trail_of
-from tokenbroker.config import config_path, load_settings
+from tokenbroker.cli_services import run_with_services
 from tokenbroker.db.schema import DEFAULT_TENANT
 from tokenbroker.errors import TokenBrokerError
 from tokenbroker.services import Services
-
-T = TypeVar("T")
-
-
-def _run(ctx: click.Context, action: Callable[[Services], Awaitable[T]]) -> T:
-    from tokenbroker.runtime import build_services, close_services
-
-    async def main() -> T:
-        svc = await build_services(load_settings(config_path(ctx.find_root().obj, os.environ)))
-        try:
-            return await action(svc)
-        finally:
-            await close_services(svc)
-
-    try:
-        return asyncio.run(main())
-    except TokenBrokerError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
 
 
 @click.group()
@@ -60,7 +37,7 @@ def verify_(ctx: click.Context, tenant: str | None) -> None:
         names = [tenant] if tenant else await verify.tenants(svc.engine)
         return [await verify.verify_tenant(svc.engine, signer, t) for t in names]
 
-    reports = _run(ctx, action)
+    reports = run_with_services(ctx, action)
     for report in reports:
         span = f"seq {report.first_seq}..{report.last_seq}, signed through {report.signed_seq}"
         if report.fault is None:
@@ -105,7 +82,7 @@ def export_(
             sys.stdout.write(line)
         sys.stdout.flush()
 
-    _run(ctx, action)
+    run_with_services(ctx, action)
 
 
 @audit.command("prune")
@@ -120,7 +97,7 @@ def prune(ctx: click.Context, days: int | None) -> None:
             raise TokenBrokerError("give --older-than DAYS or set [audit] retention_days")
         return await retention.prune(svc, svc.clock.now() - timedelta(days=keep))
 
-    for pruned in _run(ctx, action):
+    for pruned in run_with_services(ctx, action):
         click.echo(
             f"{pruned.tenant_id}: {pruned.records} records pruned (anchor {pruned.through_seq})"
         )
@@ -130,7 +107,7 @@ def prune(ctx: click.Context, days: int | None) -> None:
 @click.pass_context
 def checkpoint(ctx: click.Context) -> None:
     """Sign every tenant's chain head now."""
-    _run(ctx, lambda svc: checkpoints.sign_all(svc))
+    run_with_services(ctx, lambda svc: checkpoints.sign_all(svc))
     click.echo("signed")
 
 
@@ -145,7 +122,7 @@ def users() -> None:
 @click.pass_context
 def erase(ctx: click.Context, user_id: str, tenant: str) -> None:
     """Revoke USER_ID's connections, delete their grants and sessions, destroy their pseudonym."""
-    erased = _run(ctx, lambda svc: erase_user(svc, tenant, user_id, actor="cli"))
+    erased = run_with_services(ctx, lambda svc: erase_user(svc, tenant, user_id, actor="cli"))
     click.echo(
         f"erased: {len(erased.connections)} connection(s), {erased.grants} grant(s), "
         f"{erased.sessions} agent session(s)"

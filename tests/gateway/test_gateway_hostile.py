@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, session
+from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, seeded_connection, session
 from harness import Harness, running
 
 HOSTILE_PATHS = [
@@ -136,50 +136,7 @@ async def test_private_and_metadata_destinations_are_refused(tmp_path: Path, bas
         tmp_path, _sqlite(tmp_path), providers={"evil": evil}, **GATEWAY_CONFIG
     ) as h:
         token, made = await ready(h, ["files:read"])
-        # A connection to "evil" is not needed to test the egress guard: the DB row is enough.
-        assert h.svc is not None
-        from datetime import UTC, datetime
-
-        from sqlalchemy import insert
-
-        from tokenbroker.db.schema import connections, grants
-        from tokenbroker.secret import Secret
-        from tokenbroker.vault.envelope import SealContext
-
-        now = datetime.now(UTC)
-        async with h.svc.engine.begin() as conn:
-            await conn.execute(
-                insert(connections).values(
-                    id="conn_evil",
-                    tenant_id="default",
-                    user_id="alice",
-                    provider="evil",
-                    status="active",
-                    scopes=["x"],
-                    connect_vars={},
-                    has_refresh_token=False,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                    access_token_expires_at=None,
-                )
-            )
-            await conn.execute(
-                insert(grants).values(
-                    id="grt_evil",
-                    tenant_id="default",
-                    user_id="alice",
-                    agent_id=made["id"],
-                    connection_id="conn_evil",
-                    provider="evil",
-                    scopes=["x"],
-                    operations=["*"],
-                    created_at=now,
-                )
-            )
-            await h.svc.bus.publish(conn, "grant", "grt_evil")
-            ctx = SealContext("default", "alice", "connection", "conn_evil", "access_token")
-            await h.svc.sealed.put(conn, ctx, Secret("evil-token"))
+        await seeded_connection(h, "evil", made["id"])
         status, _headers, body = await proxy(h, token, "GET", "/proxy/evil:internal/latest")
         assert status == 403, body
         assert json.loads(body)["error"] == "destination_not_allowed"

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from datetime import UTC, datetime
 from pathlib import Path
 
-from agents import GATEWAY_CONFIG, proxy, ready
+from agents import GATEWAY_CONFIG, proxy, ready, seeded_connection
 from aiohttp import web
 from harness import running
-from sqlalchemy import insert
-
-from tokenbroker.db.schema import connections, grants
-from tokenbroker.secret import Secret
-from tokenbroker.vault.envelope import SealContext
 
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
@@ -53,41 +47,7 @@ async def test_large_answers_stream_through_intact(tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 't.db'}"
         async with running(tmp_path, url, providers={"bulk": bulk}, **GATEWAY_CONFIG) as h:
             token, made = await ready(h)
-            assert h.svc is not None
-            now = datetime.now(UTC)
-            async with h.svc.engine.begin() as conn:
-                await conn.execute(
-                    insert(connections).values(
-                        id="conn_bulk",
-                        tenant_id="default",
-                        user_id="alice",
-                        provider="bulk",
-                        status="active",
-                        scopes=["x"],
-                        connect_vars={},
-                        has_refresh_token=False,
-                        version=1,
-                        created_at=now,
-                        updated_at=now,
-                        access_token_expires_at=None,
-                    )
-                )
-                await conn.execute(
-                    insert(grants).values(
-                        id="grt_bulk",
-                        tenant_id="default",
-                        user_id="alice",
-                        agent_id=made["id"],
-                        connection_id="conn_bulk",
-                        provider="bulk",
-                        scopes=["x"],
-                        operations=["*"],
-                        created_at=now,
-                    )
-                )
-                ctx = SealContext("default", "alice", "connection", "conn_bulk", "access_token")
-                await h.svc.sealed.put(conn, ctx, Secret("bulk-token"))
-                await h.svc.bus.publish(conn, "grant", "grt_bulk")
+            await seeded_connection(h, "bulk", made["id"])
             for path, status_code in (("/proxy/bulk/big", 200), ("/proxy/bulk/big?chunked=1", 206)):
                 status, headers, body = await proxy(h, token, "GET", path)
                 assert status == status_code

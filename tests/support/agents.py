@@ -90,3 +90,52 @@ async def ready(
     made = await agent(h)
     await grant(h, made["id"], scopes or ["files:read"], **grant_kw)
     return await session(h, made["id"]), made
+
+
+async def seeded_connection(h: Harness, provider: str, agent_id: str) -> None:
+    """alice's connection to ``provider`` with a stored token and a raw grant for the agent,
+    written straight to the database: for egress tests whose provider cannot be connected."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from tokenbroker.db.schema import connections, grants
+    from tokenbroker.secret import Secret
+    from tokenbroker.vault.envelope import SealContext
+
+    assert h.svc is not None
+    now = datetime.now(UTC)
+    connection_id, grant_id = f"conn_{provider}", f"grt_{provider}"
+    async with h.svc.engine.begin() as conn:
+        await conn.execute(
+            insert(connections).values(
+                id=connection_id,
+                tenant_id="default",
+                user_id="alice",
+                provider=provider,
+                status="active",
+                scopes=["x"],
+                connect_vars={},
+                has_refresh_token=False,
+                version=1,
+                created_at=now,
+                updated_at=now,
+                access_token_expires_at=None,
+            )
+        )
+        await conn.execute(
+            insert(grants).values(
+                id=grant_id,
+                tenant_id="default",
+                user_id="alice",
+                agent_id=agent_id,
+                connection_id=connection_id,
+                provider=provider,
+                scopes=["x"],
+                operations=["*"],
+                created_at=now,
+            )
+        )
+        ctx = SealContext("default", "alice", "connection", connection_id, "access_token")
+        await h.svc.sealed.put(conn, ctx, Secret(f"{provider}-token"))
+        await h.svc.bus.publish(conn, "grant", grant_id)
