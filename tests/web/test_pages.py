@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from agents import agent, grant
 from harness import Harness
-from sqlalchemy import select
+from sqlalchemy import select, update
 from webpages import browser, follow, get, post, sign_in, web_broker
 
-from tokenbroker.db.schema import events
+from tokenbroker.db.schema import device_sessions, events
+from tokenbroker.lifecycle import device
 
 
 async def _event_types(h: Harness) -> list[str]:
@@ -228,3 +231,56 @@ async def test_activity_lists_the_users_own_events_filtered_and_paginated(
         status, page2, _ = await get(http, h.public_url + older.replace("&amp;", "&"))
         assert status == 200
         assert "grant.created" in page2
+
+
+async def _device_waiting_for(h: Harness, user_id: str) -> str:
+    """A device sign-in for ``user_id`` the provider approved: it waits for its user."""
+    assert h.state is not None
+    assert h.svc is not None
+    status, doc = await h.admin(
+        "POST", "/v1/device-sessions", {"user_id": user_id, "provider": "acme"}
+    )
+    assert status == 201, doc
+    assert h.state.decide_device(doc["user_code"], user_id, approve=True)
+    for _ in range(100):
+        await device.poll_due(h.svc, owner="web-test")
+        _, now = await h.admin("GET", f"/v1/device-sessions/{doc['id']}")
+        if now["status"] == "pending_confirmation":
+            return str(doc["id"])
+        await asyncio.sleep(0.1)
+        async with h.svc.engine.begin() as conn:  # make it due again without waiting
+            await conn.execute(
+                update(device_sessions)
+                .where(device_sessions.c.id == doc["id"])
+                .values(next_poll_at=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+    raise AssertionError("the device session never became ready")
+
+
+async def test_a_device_session_is_confirmed_on_the_page_by_its_own_user_only(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        session_id = await _device_waiting_for(h, "alice")
+        token = await sign_in(h, http, "bob")
+        status, body, _ = await get(http, f"{h.public_url}/confirm/device/{session_id}")
+        assert status == 200
+        status, body, _ = await post(
+            http, f"{h.public_url}/confirm/device/{session_id}", {"csrf": token}
+        )
+        assert status == 403
+        _, doc = await h.admin("GET", "/v1/connections?user_id=bob")
+        assert doc["connections"] == []
+
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        session_id = await _device_waiting_for(h, "alice")
+        token = await sign_in(h, http, "alice")
+        status, body, _ = await get(http, f"{h.public_url}/confirm/device/{session_id}")
+        assert status == 200
+        assert "alice@demo.example" in body  # the provider account being attached is shown
+        status, _, _location = await post(
+            http, f"{h.public_url}/confirm/device/{session_id}", {"csrf": token}
+        )
+        assert status == 303
+        _, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        assert len(doc["connections"]) == 1
