@@ -63,17 +63,22 @@ def _run(action: str, ctx: click.Context, key_id: str | None = None) -> None:
 
 
 async def _counts(settings: Settings) -> dict[str, int]:
+    from tokenbroker.audit.pseudonyms import count_keys_by_kek
     from tokenbroker.db.engine import create_engine
     from tokenbroker.vault.rotation import count_by_key
 
     engine = create_engine(settings.database_url)
     try:
-        return await count_by_key(engine)
+        counts = await count_by_key(engine)
+        for key_id, count in (await count_keys_by_kek(engine)).items():
+            counts[key_id] = counts.get(key_id, 0) + count  # audit pseudonym keys too
+        return counts
     finally:
         await engine.dispose()
 
 
 async def _rewrap(settings: Settings) -> int:
+    from tokenbroker.audit.pseudonyms import rewrap_keys
     from tokenbroker.db.engine import create_engine
     from tokenbroker.runtime import keyring_provider
     from tokenbroker.vault.envelope import Envelope
@@ -82,7 +87,7 @@ async def _rewrap(settings: Settings) -> int:
     envelope = Envelope(keyring_provider(settings))
     engine = create_engine(settings.database_url)
     try:
-        return await rewrap_all(engine, envelope)
+        return await rewrap_all(engine, envelope) + await rewrap_keys(engine, envelope)
     finally:
         await engine.dispose()
 

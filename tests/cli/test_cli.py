@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from tokenbroker.cli import cli
 from tokenbroker.config import load_settings
 from tokenbroker.errors import KeyError_
+from tokenbroker.records import Event
 from tokenbroker.runtime import build_services, close_services
 
 ENV = {"TOKENBROKER_ADMIN_KEY": "an-admin-key-of-enough-length"}
@@ -27,6 +28,8 @@ def _init(tmp_path: Path) -> Path:
 
 def _run(config: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["--config", str(config), *args], env=ENV)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.output
 
 
@@ -72,6 +75,27 @@ def test_migrate_then_start_then_key_rotation_end_to_end(tmp_path: Path) -> None
             async with svc.engine.begin() as conn:
                 ctx = SealContext("default", "alice", "connection", "conn_1", "access_token")
                 await svc.sealed.put(conn, ctx, Secret("canary-access-token"))
+            # An audit record naming alice: her pseudonym key is sealed under the same KEK.
+            await svc.recorder.record(Event(type="test.user", tenant_id="default", user_id="alice"))
+        finally:
+            await close_services(svc)
+
+    async def alice_ref_still_matches() -> bool:
+        from sqlalchemy import select
+
+        from tokenbroker.audit.trail import trail_of
+        from tokenbroker.db.schema import events
+
+        svc = await build_services(settings)
+        try:
+            async with svc.engine.connect() as conn:
+                ref = await trail_of(svc).pseudonyms.ref(conn, "default", "alice")
+                stored = (
+                    await conn.execute(
+                        select(events.c.user_ref).where(events.c.type == "test.user")
+                    )
+                ).scalar_one()
+            return ref is not None and ref == stored
         finally:
             await close_services(svc)
 
@@ -87,9 +111,10 @@ def test_migrate_then_start_then_key_rotation_end_to_end(tmp_path: Path) -> None
     assert "rewrap" in out
     code, out = _run(config, "keys", "rewrap")
     assert code == 0, out
-    assert "re-wrapped 1" in out
+    assert "re-wrapped 2" in out  # the token and alice's audit pseudonym key
     code, out = _run(config, "keys", "retire", old_id)
     assert code == 0, out
+    assert asyncio.run(alice_ref_still_matches())  # pseudonyms survive the rotation
     code, out = _run(config, "keys", "check")
     assert code == 0, out
     assert "ok" in out

@@ -19,8 +19,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.clock import utcnow
 from tokenbroker.db.schema import audit_user_keys
@@ -121,3 +121,39 @@ class Pseudonyms:
             "created_at": utcnow(),
         }
         await upsert(conn, audit_user_keys, values, keys=("tenant_id", "user_id"))
+
+
+async def rewrap_keys(engine: AsyncEngine, envelope: Envelope) -> int:
+    """``keys rewrap`` for the pseudonym keys: move each onto the active key-encryption key
+    (compare-and-swap on the old key id, so a concurrent write is never overwritten)."""
+    active = envelope.keyring().active_id
+    changed = 0
+    async with engine.begin() as conn:
+        rows = await conn.execute(
+            select(_k.tenant_id, _k.user_id, _k.key_id, _k.blob).where(_k.key_id != active)
+        )
+        for row in rows.all():
+            old = bytes(row.blob)
+            try:
+                blob = envelope.rewrap(old, _ctx(row.tenant_id, row.user_id))
+            except CredentialCorrupt:
+                log.warning("an audit pseudonym key does not open; it was not re-wrapped")
+                continue
+            result = await conn.execute(
+                update(audit_user_keys)
+                .where(
+                    _k.tenant_id == row.tenant_id,
+                    _k.user_id == row.user_id,
+                    _k.key_id == row.key_id,
+                )
+                .values(key_id=envelope.key_id_of(blob), blob=blob)
+            )
+            changed += result.rowcount
+    return changed
+
+
+async def count_keys_by_kek(engine: AsyncEngine) -> dict[str, int]:
+    """Pseudonym keys per key-encryption key (``keys retire`` refuses a key still in use)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(_k.key_id, func.count()).group_by(_k.key_id))
+        return {key_id: int(count) for key_id, count in rows}
