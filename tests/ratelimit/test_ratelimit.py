@@ -181,7 +181,9 @@ async def prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
 
 
 def make_redis(prefix: str) -> RedisRateLimiter:
-    return RedisRateLimiter.from_url(REDIS_URL, prefix=prefix)
+    # A generous timeout: these tests check semantics, and a busy CI machine may take longer
+    # than the hot path's 0.5 s default to open 200 connections at once.
+    return RedisRateLimiter.from_url(REDIS_URL, prefix=prefix, timeout=5.0)
 
 
 async def test_redis_burst_then_refuse(prefix: str, redis_client: aioredis.Redis) -> None:
