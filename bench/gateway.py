@@ -17,6 +17,9 @@ All four answer the same URL shape, ``/proxy/demo/files``, with the upstream's ~
 - direct: wrk calls the upstream itself (CPU is the upstream's, on core 1);
 - nginx: ``proxy_pass`` with a keep-alive upstream block, replacing Authorization;
 - bare aiohttp: ``bench/bare_proxy.py``, the Python ceiling (only swaps Authorization);
+- bare, gateway's client: the same 40 lines forwarding through the gateway's own HTTP/1.1
+  client (``tokenbroker.gateway.upstream``) instead of aiohttp's (for reference: the ratios
+  are against bare aiohttp, the baseline the gateway issue names);
 - gateway: alice connected through the DEMO provider (auto-approve), an agent granted
   ``files:read``, an agent session token; audit on, then ``[audit] enabled = false``.
 
@@ -653,19 +656,23 @@ class Run:
             wait_for_port(proc, p.nginx)
             return proc
 
-        def bare() -> Proc:
-            argv = [
-                sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(p.bare),
-                "--upstream", f"http://127.0.0.1:{p.upstream}", "--token", USER_TOKEN,
-            ]  # fmt: skip
-            proc = self.procs.start("bare-aiohttp", argv, core=TARGET_CORE)
-            wait_for_port(proc, p.bare)
-            return proc
+        def bare(client: str) -> Callable[[], Proc]:
+            def start() -> Proc:
+                argv = [
+                    sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", str(p.bare),
+                    "--upstream", f"http://127.0.0.1:{p.upstream}", "--token", USER_TOKEN,
+                    "--client", client,
+                ]  # fmt: skip
+                proc = self.procs.start(f"bare-{client}", argv, core=TARGET_CORE)
+                wait_for_port(proc, p.bare)
+                return proc
+
+            return start
 
         rows.append(self.target("nginx", nginx, f"http://127.0.0.1:{p.nginx}{PROXY_PATH}", "x"))
-        rows.append(
-            self.target("bare aiohttp", bare, f"http://127.0.0.1:{p.bare}{PROXY_PATH}", "x")
-        )
+        bare_url = f"http://127.0.0.1:{p.bare}{PROXY_PATH}"
+        rows.append(self.target("bare aiohttp", bare("aiohttp"), bare_url, "x"))
+        rows.append(self.target("bare, gateway's client", bare("gateway"), bare_url, "x"))
         rows.append(
             self.target(
                 "gateway",

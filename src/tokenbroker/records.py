@@ -22,6 +22,7 @@ from tokenbroker.db.schema import events
 from tokenbroker.secret import Secret
 
 Scalar = str | int | float | bool | None
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 log = logging.getLogger("tokenbroker.records")
 
 
@@ -39,6 +40,8 @@ class Event:
 
     def __post_init__(self) -> None:
         for key, value in self.detail.items():
+            if type(value) in _PLAIN:
+                continue  # exactly a plain type (a Secret is none of them): the common case
             if isinstance(value, Secret) or not isinstance(value, Scalar):
                 raise TypeError(f"event detail {key!r} must be a plain scalar")
 

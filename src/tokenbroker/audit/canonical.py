@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 GENESIS: Final = "0" * 64
@@ -33,7 +34,10 @@ HASHED_COLUMNS: Final = (
 
 
 def iso(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``at`` as ISO 8601 UTC with microseconds and ``Z`` (what :func:`canonical` hashes)."""
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def canonical(row: Mapping[str, Any]) -> bytes:
@@ -46,22 +50,82 @@ def record_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(row)).hexdigest()
 
 
+# One encoder, built once: ``json.dumps`` with arguments builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def encode_detail(detail: Mapping[str, Any]) -> str:
     """``detail`` exactly as :func:`canonical` encodes it inside the record."""
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(detail)
+
+
+def _json(value: Any) -> str:
+    """One column value exactly as :func:`canonical` encodes it (strings in C, no dict)."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
 
 
 def record_hash_with(row: Mapping[str, Any], detail_json: str) -> str:
-    """:func:`record_hash` for a row whose ``detail`` is already encoded (the writer's path).
-
-    The keys are sorted and always all present, so ``detail`` sits right before ``outcome``:
-    splicing its encoding there gives the very bytes :func:`canonical` would produce.
-    """
-    doc = {name: row.get(name) for name in HASHED_COLUMNS if name != "detail"}
-    doc["at"] = iso(row["at"])
-    head, sep, tail = json.dumps(doc, sort_keys=True, separators=(",", ":")).partition(
-        ',"outcome":'
+    """:func:`record_hash` for a row whose ``detail`` is already encoded (the writer's path)."""
+    get = row.get
+    return hash_columns(
+        get("actor"),
+        get("agent_id"),
+        iso(row["at"]),
+        get("connection_id"),
+        detail_json,
+        get("outcome"),
+        get("prev_hash"),
+        get("provider"),
+        get("seq"),
+        get("tenant_id"),
+        get("type"),
+        get("user_id"),
+        get("user_ref"),
     )
-    assert sep, "outcome is always a column"
-    data = f'{head},"detail":{detail_json}{sep}{tail}'
+
+
+def hash_columns(
+    actor: Any,
+    agent_id: Any,
+    at_iso: str,
+    connection_id: Any,
+    detail_json: str,
+    outcome: Any,
+    prev_hash: Any,
+    provider: Any,
+    seq: Any,
+    tenant_id: Any,
+    type_: Any,
+    user_id: Any,
+    user_ref: Any,
+) -> str:
+    """The record hash from its column values in sorted-name order, ``at`` already as
+    :func:`iso` and ``detail`` already encoded: each value is written as :func:`canonical`'s
+    ``json.dumps`` would, without building and sorting a document per record
+    (``tests/audit_trail/test_canonical_fast_path.py`` checks the bytes are the same)."""
+    data = "".join(
+        (
+            '{"actor":', _json(actor),
+            ',"agent_id":', _json(agent_id),
+            ',"at":"', at_iso,
+            '","connection_id":', _json(connection_id),
+            ',"detail":', detail_json,
+            ',"outcome":', _json(outcome),
+            ',"prev_hash":', _json(prev_hash),
+            ',"provider":', _json(provider),
+            ',"seq":', _json(seq),
+            ',"tenant_id":', _json(tenant_id),
+            ',"type":', _json(type_),
+            ',"user_id":', _json(user_id),
+            ',"user_ref":', _json(user_ref),
+            "}",
+        )
+    )  # fmt: skip
     return hashlib.sha256(data.encode("ascii")).hexdigest()

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbroker.audit.canonical import GENESIS, HASHED_COLUMNS, encode_detail, record_hash_with
-from tokenbroker.audit.pseudonyms import Pseudonyms, scrub, user_ref
+from tokenbroker.audit.canonical import GENESIS, HASHED_COLUMNS, encode_detail, hash_columns, iso
+from tokenbroker.audit.pseudonyms import PERSONAL_FIELDS, Pseudonyms, scrub, user_ref
 from tokenbroker.clock import utcnow
 from tokenbroker.db.schema import audit_heads
 from tokenbroker.db.sql import insert_if_missing
@@ -65,25 +65,20 @@ def agent_of(event: Event) -> str | None:
     return None
 
 
-_INSERTED = (*HASHED_COLUMNS, "hash")
+# Column order of the rows :func:`append` builds.
+_INSERTED = (
+    "tenant_id", "seq", "prev_hash", "at", "type", "actor", "user_id", "user_ref", "agent_id",
+    "provider", "connection_id", "outcome", "detail", "hash",
+)  # fmt: skip
+assert sorted(_INSERTED) == sorted((*HASHED_COLUMNS, "hash"))
 
 
-async def _insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """The driver's own executemany (no per-row statement processing): ``detail`` is already
-    JSON text, and SQLite keeps naive UTC text in SQLAlchemy's own format."""
+async def _insert_rows(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """The driver's own executemany (no per-row statement processing)."""
     sqlite = conn.dialect.name == "sqlite"
     marks = ", ".join("?" if sqlite else f"${i}" for i in range(1, len(_INSERTED) + 1))
     sql = f"INSERT INTO events ({', '.join(_INSERTED)}) VALUES ({marks})"  # noqa: S608
-    params = [
-        tuple(
-            (r[c].astimezone(UTC).replace(tzinfo=None).isoformat(" ") if sqlite else r[c])
-            if c == "at"
-            else r[c]
-            for c in _INSERTED
-        )
-        for r in rows
-    ]
-    await conn.exec_driver_sql(sql, params)
+    await conn.exec_driver_sql(sql, rows)
 
 
 async def append(
@@ -94,33 +89,40 @@ async def append(
 ) -> int:
     """Append ``batch`` (events with their times) to the tenant's chain; the new head seq."""
     head = await lock_head(conn, tenant_id)
-    users = [e.user_id for e, _ in batch if e.user_id is not None]
+    users = {e.user_id for e, _ in batch if e.user_id is not None}
     if users and pseudonyms is None:
         raise TypeError("events naming a user need a pseudonym store")
     keys = await pseudonyms.keys(conn, tenant_id, users, create=True) if pseudonyms else {}
+    refs = {user: user_ref(key, user) for user, key in keys.items()}  # once per user and batch
+    sqlite = conn.dialect.name == "sqlite"
     seq, prev = head.seq, head.hash
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for event, at in batch:
         seq += 1
-        key = keys.get(event.user_id) if event.user_id is not None else None
-        row: dict[str, Any] = {
-            "tenant_id": tenant_id,
-            "seq": seq,
-            "prev_hash": prev,
-            "at": at,
-            "type": event.type,
-            "actor": event.actor,
-            "user_id": None,
-            "user_ref": user_ref(key, event.user_id) if key and event.user_id else None,
-            "agent_id": agent_of(event),
-            "provider": event.provider,
-            "connection_id": event.connection_id,
-            "outcome": event.outcome,
-        }
-        detail_json = encode_detail(scrub(key, event.detail))
-        row["hash"] = prev = record_hash_with(row, detail_json)
-        row["detail"] = detail_json
-        rows.append(row)
+        user = event.user_id
+        key = keys.get(user) if user else None
+        ref = refs.get(user) if key is not None and user else None
+        agent = agent_of(event)
+        detail = event.detail
+        if not PERSONAL_FIELDS.isdisjoint(detail):
+            detail = scrub(key, detail)
+        detail_json = encode_detail(detail)
+        at_iso = iso(at)
+        type_, actor, provider = event.type, event.actor, event.provider
+        connection_id, outcome = event.connection_id, event.outcome
+        digest = hash_columns(
+            actor, agent, at_iso, connection_id, detail_json, outcome, prev, provider, seq,
+            tenant_id, type_, None, ref,
+        )  # fmt: skip
+        # SQLite keeps naive UTC text in SQLAlchemy's own format; PostgreSQL takes the datetime.
+        stored_at: Any = f"{at_iso[:10]} {at_iso[11:-1]}" if sqlite else at
+        rows.append(
+            (
+                tenant_id, seq, prev, stored_at, type_, actor, None, ref, agent, provider,
+                connection_id, outcome, detail_json, digest,
+            )
+        )  # fmt: skip
+        prev = digest
     if rows:
         await _insert_rows(conn, rows)
         await conn.execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 
 from tokenbroker.api.http import guarded, json_response
@@ -13,10 +12,10 @@ from tokenbroker.api.keys import ADMIN_KEYS
 from tokenbroker.audit.trail import gateway_recorder
 from tokenbroker.config import Settings
 from tokenbroker.gateway.destination import GuardedResolver, policy
-from tokenbroker.gateway.forward import upstream_session
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.proxy import Gateway
 from tokenbroker.gateway.ratelimit import limiter_from_url
+from tokenbroker.gateway.upstream import UpstreamPool
 from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.records import NullRecorder
 from tokenbroker.services import Services
@@ -41,11 +40,10 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
         cfg = svc.settings.gateway
         loopback = loopback_hosts(svc.settings)
         allow = policy(loopback)
-        connector = aiohttp.TCPConnector(
-            limit=1000, limit_per_host=256, ttl_dns_cache=60, resolver=GuardedResolver(allow)
-        )
-        upstream = upstream_session(
-            connector, connect=cfg.connect_timeout_seconds, read=cfg.read_timeout_seconds
+        upstream = UpstreamPool(
+            GuardedResolver(allow),
+            connect_timeout=cfg.connect_timeout_seconds,
+            read_timeout=cfg.read_timeout_seconds,
         )
         audit = svc.settings.audit
         recorder = gateway_recorder(svc)

@@ -8,17 +8,16 @@ connects only to addresses the SSRF guard's resolver returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
-from tokenbroker.errors import BodyTooLarge, DestinationNotAllowed, UpstreamError, UpstreamTimeout
+from tokenbroker.errors import BodyTooLarge, UpstreamError
 from tokenbroker.gateway.headers import filter_response_headers
 from tokenbroker.gateway.target import capped_retry_after
+from tokenbroker.gateway.upstream import UpstreamPool, UpstreamResponse
 
 Header = tuple[str, str]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -34,6 +33,7 @@ class Body:
     stream: web.Request | None
     limit: int
     read: int = 0
+    length: int | None = None  # a streamed body's Content-Length, if the agent sent one
 
     @property
     def replayable(self) -> bool:
@@ -61,51 +61,24 @@ async def read_body(request: web.Request, *, limit: int, buffer_up_to: int) -> B
         return Body(data, None, limit, len(data))
     if not request.body_exists:
         return Body(None, None, limit)
-    return Body(None, request, limit)
-
-
-def upstream_session(
-    connector: aiohttp.BaseConnector, *, connect: float, read: float
-) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept"),
-    )
+    return Body(None, request, limit, length=length)
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     method: str,
-    url: str,
-    headers: Sequence[Header],
+    base_url: str,
+    target: str,
+    headers: list[Header],
     body: Body,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
+    """Forward to ``base_url`` + ``target``; ``headers`` already filtered (framing is the
+    pool's: the agent's Content-Length is dropped here and set from the body)."""
     data: bytes | AsyncIterator[bytes] | None = body.data
     if body.stream is not None:
         data = body.chunks()
-    try:
-        return await session.request(
-            method,
-            URL(url, encoded=True),
-            headers=list(headers),
-            data=data,
-            allow_redirects=False,
-        )
-    except TimeoutError:
-        raise UpstreamTimeout("the upstream API did not answer in time") from None
-    except DestinationNotAllowed:
-        raise  # from the guarded resolver: the address was not allowed (never connected)
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(
-            f"the upstream API could not be reached ({type(exc).__name__})"
-        ) from None
-    except aiohttp.ClientError as exc:
-        if body.read > body.limit:
-            raise BodyTooLarge(f"the request body exceeds {body.limit} bytes") from None
-        raise UpstreamError(f"the upstream API failed ({type(exc).__name__})") from None
+    headers = [h for h in headers if h[0].lower() != "content-length"]
+    return await pool.request(method, base_url, target, headers, data, body_length=body.length)
 
 
 class Tally(Protocol):
@@ -115,7 +88,7 @@ class Tally(Protocol):
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     tally: Tally,
     *,
     extras: frozenset[str],
@@ -129,15 +102,16 @@ async def relay(
     """
     if upstream.content_length is not None and upstream.content_length > cap:
         raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
-    headers = filter_response_headers(upstream.headers.items(), extras)
+    headers = filter_response_headers(upstream.headers, extras)
     length = upstream.content_length
     response: web.StreamResponse
     if length is not None and length <= SMALL_BODY:
-        payload = await upstream.content.readexactly(length) if length else b""
+        payload = await upstream.read() if length else b""
         tally.bytes_out = len(payload)
-        response = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+        reason = upstream.reason or None
+        response = web.Response(status=upstream.status, reason=reason, body=payload)
     else:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
     for name, value in headers:
         lower = name.lower()
         if lower == "retry-after" and upstream.status in (429, 503):
@@ -149,7 +123,7 @@ async def relay(
     if isinstance(response, web.Response):
         return response
     await response.prepare(request)
-    async for chunk in upstream.content.iter_any():
+    async for chunk in upstream.iter_chunks():
         tally.bytes_out += len(chunk)
         if tally.bytes_out > cap:
             upstream.close()

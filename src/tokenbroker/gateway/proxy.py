@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -53,6 +52,7 @@ from tokenbroker.gateway.target import (
     redacted_query,
     split_target,
 )
+from tokenbroker.gateway.upstream import UpstreamPool
 from tokenbroker.ids import new_secret_value
 from tokenbroker.observability.logging import request_id_var
 from tokenbroker.observability.metrics import METRICS
@@ -88,7 +88,7 @@ class Gateway:
         svc: Services,
         lookups: Lookups,
         limiter: RateLimiter,
-        upstream: aiohttp.ClientSession,
+        upstream: UpstreamPool,
         recorder: Recorder,
         *,
         audit_healthy: object = None,
@@ -195,12 +195,17 @@ class Gateway:
             buffer_up_to=self._cfg.replay_buffer_bytes,
         )
         call.bytes_in = body.read
-        url = base_url + path + (f"?{query}" if query else "")
+        target = path + (f"?{query}" if query else "")
         extras = self._extra(spec)
         headers = filter_request_headers(request.headers.items(), extras)
         headers.append(("X-Request-ID", call.request_id))
         upstream = await forward.send(
-            self._upstream, request.method, url, [*headers, auth_header(token.value.reveal())], body
+            self._upstream,
+            request.method,
+            base_url,
+            target,
+            [*headers, auth_header(token.value.reveal())],
+            body,
         )
         if upstream.status == 401 and self._may_retry(
             request.method, body, connection, token.version
@@ -217,7 +222,8 @@ class Gateway:
             upstream = await forward.send(
                 self._upstream,
                 request.method,
-                url,
+                base_url,
+                target,
                 [*headers, auth_header(token.value.reveal())],
                 body,
             )
