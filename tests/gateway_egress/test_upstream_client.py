@@ -83,14 +83,19 @@ async def test_keep_alive_reuses_one_connection_and_sends_a_clean_head(
 ) -> None:
     async with Server(keep_answering) as server:
         for _ in range(3):
-            answer = await client.request("GET", server.base, "/files?q=1", [("Accept", "*/*")], None)
+            answer = await client.request(
+                "GET", server.base, "/files?q=1", [("Accept", "*/*")], None
+            )
             assert (answer.status, answer.reason, await answer.read()) == (200, "OK", b"hello")
             assert ("Content-Type", "text/plain") in answer.headers
             answer.release()
     assert server.connections == 1
-    assert server.requests[0] == (
-        f"GET /api/files?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAccept: */*\r\n\r\n"
-    ).encode()
+    assert (
+        server.requests[0]
+        == (
+            f"GET /api/files?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAccept: */*\r\n\r\n"
+        ).encode()
+    )
 
 
 async def test_chunked_and_connection_delimited_bodies(client: UpstreamPool) -> None:
