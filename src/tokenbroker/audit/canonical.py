@@ -8,6 +8,7 @@ of the columns, so each record commits to every record before it in its tenant's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -109,23 +110,50 @@ def hash_columns(
     """The record hash from its column values in sorted-name order, ``at`` already as
     :func:`iso` and ``detail`` already encoded: each value is written as :func:`canonical`'s
     ``json.dumps`` would, without building and sorting a document per record
-    (``tests/audit_trail/test_canonical_fast_path.py`` checks the bytes are the same)."""
+    (``tests/audit_trail/test_canonical_fast_path.py`` checks the bytes are the same).
+
+    The runs of columns between the per-record values (time, detail, previous hash, seq)
+    repeat from record to record in a batch, so their encodings are cached.
+    """
     data = "".join(
         (
-            '{"actor":', _json(actor),
-            ',"agent_id":', _json(agent_id),
-            ',"at":"', at_iso,
-            '","connection_id":', _json(connection_id),
-            ',"detail":', detail_json,
-            ',"outcome":', _json(outcome),
-            ',"prev_hash":', _json(prev_hash),
-            ',"provider":', _json(provider),
-            ',"seq":', _json(seq),
-            ',"tenant_id":', _json(tenant_id),
-            ',"type":', _json(type_),
-            ',"user_id":', _json(user_id),
-            ',"user_ref":', _json(user_ref),
-            "}",
+            _run_actor(actor, agent_id), at_iso,
+            _run_connection(connection_id), detail_json,
+            _run_outcome(outcome, prev_hash),
+            _run_provider(provider), _json(seq),
+            _run_tail(tenant_id, type_, user_id, user_ref),
         )
     )  # fmt: skip
     return hashlib.sha256(data.encode("ascii")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _run_actor(actor: Any, agent_id: Any) -> str:
+    return f'{{"actor":{_json(actor)},"agent_id":{_json(agent_id)},"at":"'
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _run_connection(connection_id: Any) -> str:
+    return f'","connection_id":{_json(connection_id)},"detail":'
+
+
+def _run_outcome(outcome: Any, prev_hash: Any) -> str:
+    return f',"outcome":{_run_outcome_only(outcome)},"prev_hash":{_json(prev_hash)}'
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _run_outcome_only(outcome: Any) -> str:
+    return _json(outcome)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _run_provider(provider: Any) -> str:
+    return f',"provider":{_json(provider)},"seq":'
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _run_tail(tenant_id: Any, type_: Any, user_id: Any, user_ref: Any) -> str:
+    return (
+        f',"tenant_id":{_json(tenant_id)},"type":{_json(type_)},'
+        f'"user_id":{_json(user_id)},"user_ref":{_json(user_ref)}}}'
+    )

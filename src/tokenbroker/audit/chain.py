@@ -74,7 +74,15 @@ assert sorted(_INSERTED) == sorted((*HASHED_COLUMNS, "hash"))
 
 
 async def _insert_rows(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-    """The driver's own executemany (no per-row statement processing)."""
+    """PostgreSQL: ``COPY`` in the same transaction (several times cheaper for the server
+    than row-by-row INSERTs); SQLite: the driver's own executemany. Neither processes the
+    rows per statement: ``detail`` is already JSON text."""
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if hasattr(driver, "copy_records_to_table"):  # asyncpg
+            await driver.copy_records_to_table("events", records=rows, columns=_INSERTED)
+            return
     sqlite = conn.dialect.name == "sqlite"
     marks = ", ".join("?" if sqlite else f"${i}" for i in range(1, len(_INSERTED) + 1))
     sql = f"INSERT INTO events ({', '.join(_INSERTED)}) VALUES ({marks})"  # noqa: S608

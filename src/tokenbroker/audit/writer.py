@@ -47,6 +47,11 @@ class ChainedRecorder:
     ) -> None:
         self._engine = engine
         self._window = window
+        # How long recent commits took: a batch's commit starts that long (with a margin)
+        # before its window ends, so it is durable when the window ends and callers do not
+        # hit the back-pressure below merely because a commit is in flight.
+        self._recent_commits: deque[float] = deque(maxlen=16)
+        self._commit_seconds = 0.0
         self._pseudonyms = pseudonyms
         self._queue: deque[_Item] = deque()
         self._max_queue = max_queue
@@ -116,7 +121,7 @@ class ChainedRecorder:
                 continue
             first = self._queue.popleft()
             self._batch.append(first)
-            wait = first[2] + self._window - time.monotonic()
+            wait = first[2] + self._window - self._commit_seconds - time.monotonic()
             if wait > 0 and not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait)
@@ -124,8 +129,15 @@ class ChainedRecorder:
             while self._queue and len(self._batch) < MAX_BATCH:
                 self._batch.append(self._queue.popleft())
             async with self._lock:
+                started = time.monotonic()
                 await self._commit(self._batch)
                 self._batch = []
+                self._learn(time.monotonic() - started)
+
+    def _learn(self, took: float) -> None:
+        self._recent_commits.append(took)
+        # Beyond half a window, back-pressure is the right answer: the database is too slow.
+        self._commit_seconds = min(1.25 * max(self._recent_commits), self._window / 2)
 
     async def _commit(self, batch: Sequence[_Item]) -> None:
         if not batch:
