@@ -63,6 +63,7 @@ def _run(action: str, ctx: click.Context, key_id: str | None = None) -> None:
 
 
 async def _counts(settings: Settings) -> dict[str, int]:
+    from tokenbroker.audit.checkpoints import count_checkpoints_by_key
     from tokenbroker.audit.pseudonyms import count_keys_by_kek
     from tokenbroker.db.engine import create_engine
     from tokenbroker.vault.rotation import count_by_key
@@ -70,24 +71,29 @@ async def _counts(settings: Settings) -> dict[str, int]:
     engine = create_engine(settings.database_url)
     try:
         counts = await count_by_key(engine)
-        for key_id, count in (await count_keys_by_kek(engine)).items():
-            counts[key_id] = counts.get(key_id, 0) + count  # audit pseudonym keys too
+        for extra in (await count_keys_by_kek(engine), await count_checkpoints_by_key(engine)):
+            for key_id, count in extra.items():  # audit pseudonym keys and signed checkpoints
+                counts[key_id] = counts.get(key_id, 0) + count
         return counts
     finally:
         await engine.dispose()
 
 
 async def _rewrap(settings: Settings) -> int:
+    from tokenbroker.audit.checkpoints import resign_checkpoints
     from tokenbroker.audit.pseudonyms import rewrap_keys
+    from tokenbroker.audit.signing import Signer
     from tokenbroker.db.engine import create_engine
     from tokenbroker.runtime import keyring_provider
     from tokenbroker.vault.envelope import Envelope
     from tokenbroker.vault.rotation import rewrap_all
 
-    envelope = Envelope(keyring_provider(settings))
+    keys = keyring_provider(settings)
+    envelope = Envelope(keys)
     engine = create_engine(settings.database_url)
     try:
-        return await rewrap_all(engine, envelope) + await rewrap_keys(engine, envelope)
+        moved = await rewrap_all(engine, envelope) + await rewrap_keys(engine, envelope)
+        return moved + await resign_checkpoints(engine, Signer(keys))
     finally:
         await engine.dispose()
 

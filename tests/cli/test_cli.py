@@ -77,6 +77,10 @@ def test_migrate_then_start_then_key_rotation_end_to_end(tmp_path: Path) -> None
                 await svc.sealed.put(conn, ctx, Secret("canary-access-token"))
             # An audit record naming alice: her pseudonym key is sealed under the same KEK.
             await svc.recorder.record(Event(type="test.user", tenant_id="default", user_id="alice"))
+            # A signed checkpoint of the chain head: signed with a key derived from the KEK.
+            from tokenbroker.audit.checkpoints import sign_head
+
+            await sign_head(svc, "default", "periodic")
         finally:
             await close_services(svc)
 
@@ -111,10 +115,13 @@ def test_migrate_then_start_then_key_rotation_end_to_end(tmp_path: Path) -> None
     assert "rewrap" in out
     code, out = _run(config, "keys", "rewrap")
     assert code == 0, out
-    assert "re-wrapped 2" in out  # the token and alice's audit pseudonym key
+    assert "re-wrapped 3" in out  # the token, alice's pseudonym key and the checkpoint
     code, out = _run(config, "keys", "retire", old_id)
     assert code == 0, out
     assert asyncio.run(alice_ref_still_matches())  # pseudonyms survive the rotation
+    code, out = _run(config, "audit", "verify")
+    assert code == 0, out
+    assert "warning" not in out  # the checkpoint still vouches for the chain, re-signed
     code, out = _run(config, "keys", "check")
     assert code == 0, out
     assert "ok" in out

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.audit.chain import read_head
 from tokenbroker.audit.signing import Head, Signer
@@ -73,3 +73,37 @@ async def checkpoint_loop(svc: Services, interval: float | None = None) -> None:
         except Exception:
             log.exception("signing the audit chain heads failed; retrying")
         await asyncio.sleep(every)
+
+
+async def count_checkpoints_by_key(engine: AsyncEngine) -> dict[str, int]:
+    """Checkpoints per signing key id (``keys retire`` refuses a key that still signs some)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(_c.key_id, func.count()).group_by(_c.key_id))
+        return {str(key_id): int(count) for key_id, count in rows.all()}
+
+
+async def resign_checkpoints(engine: AsyncEngine, signer: Signer) -> int:
+    """``keys rewrap`` for checkpoints: re-sign, with the active key, each one signed with
+    another key that still verifies (compare-and-swap on the old signature). One whose
+    signature is wrong, or whose key is gone, is left as it is: ``audit verify`` reports it."""
+    active = signer.active_key_id
+    changed = 0
+    async with engine.begin() as conn:
+        rows = await conn.execute(
+            select(
+                _c.id, _c.tenant_id, _c.seq, _c.hash, _c.at, _c.kind, _c.key_id, _c.signature
+            ).where(_c.key_id != active)
+        )
+        for row in rows.all():
+            head = Head(row.tenant_id, int(row.seq), row.hash, row.at, row.kind)
+            if signer.check(head, row.key_id, row.signature) is not True:
+                log.warning("checkpoint %s does not verify with its key; not re-signed", row.id)
+                continue
+            key_id, signature = signer.sign(head)
+            result = await conn.execute(
+                update(audit_checkpoints)
+                .where(_c.id == row.id, _c.key_id == row.key_id, _c.signature == row.signature)
+                .values(key_id=key_id, signature=signature)
+            )
+            changed += result.rowcount
+    return changed

@@ -66,6 +66,10 @@ class Signer:
                 return None
         return self._derived[key_id]
 
+    @property
+    def active_key_id(self) -> str:
+        return self._keys.current().active_id
+
     def sign(self, head: Head) -> tuple[str, str]:
         """``(key_id, signature hex)`` with the active key."""
         key_id = self._keys.current().active_id
