@@ -184,7 +184,9 @@ async def test_an_idle_connection_the_upstream_closed_is_retried_once_fresh(
     assert server.connections == 2
 
 
-async def test_a_streamed_body_is_never_retried(client: UpstreamPool) -> None:
+async def test_a_streamed_body_or_a_non_idempotent_request_is_never_retried(
+    client: UpstreamPool,
+) -> None:
     async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         if s.connections == 1:
             await s.head(r)
@@ -200,7 +202,14 @@ async def test_a_streamed_body_is_never_retried(client: UpstreamPool) -> None:
         await first.read()
         first.release()
         with pytest.raises(UpstreamError):
-            await client.request("POST", server.base, "/2", [], body())
+            await client.request("PUT", server.base, "/2", [], body())
+    assert server.connections == 1
+    async with Server(hang_up) as server:
+        first = await client.request("GET", server.base, "/1", [], None)
+        await first.read()
+        first.release()
+        with pytest.raises(UpstreamError):  # RFC 9112 §9.3.1: POST is not retried
+            await client.request("POST", server.base, "/2", [], b"{}")
     assert server.connections == 1
 
 

@@ -40,6 +40,7 @@ from tokenbroker.gateway.upstream_connection import (
 
 __all__ = ["MAX_HEAD_BYTES", "Origin", "UpstreamPool", "UpstreamResponse", "split_origin"]
 
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 DNS_TTL: Final = 60.0
 
 
@@ -119,7 +120,9 @@ class UpstreamPool:
                     return response
                 except (UpstreamError, ConnectionResetError) as exc:
                     connection.abort()
-                    replayable = body is None or isinstance(body, bytes)
+                    # RFC 9112 §9.3.1: only idempotent requests are retried automatically (the
+                    # upstream may have acted on a request before it closed the connection).
+                    replayable = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
                     if attempt == 1 and reused and response.untouched and replayable:
                         continue  # the upstream closed an idle connection: once more, fresh
                     if isinstance(exc, UpstreamError):
