@@ -146,6 +146,13 @@ async def make_app(settings: Settings) -> web.Application:
         await close_services(svc)
 
     app.cleanup_ctx.append(background)
+    return app
+
+
+async def _served_app(settings: Settings) -> web.Application:
+    """The app a ``serve`` process runs: :func:`make_app` plus process-wide tuning (tests and
+    embedders build apps with :func:`make_app` and keep their interpreter's settings)."""
+    app = await make_app(settings)
     app.on_startup.append(_settle_garbage_collector)
     return app
 
@@ -165,7 +172,7 @@ async def _settle_garbage_collector(_app: web.Application) -> None:
 
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
     if workers <= 1:
-        web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)
+        web.run_app(_served_app(settings), host=host, port=port, print=None, access_log=None)
         return
     import multiprocessing
 
@@ -195,5 +202,5 @@ def _worker(source: object, host: str, port: int) -> None:
     configure_logging(os.environ.get("TOKENBROKER_LOG_LEVEL", "INFO"), "text" if text else "json")
     settings = load_settings(Path(str(source)))
     web.run_app(
-        make_app(settings), host=host, port=port, reuse_port=True, print=None, access_log=None
+        _served_app(settings), host=host, port=port, reuse_port=True, print=None, access_log=None
     )

@@ -119,7 +119,7 @@ def hash_columns(
         (
             _run_actor(actor, agent_id), at_iso,
             _run_connection(connection_id), detail_json,
-            _run_outcome(outcome, prev_hash),
+            _run_outcome(outcome), _json(prev_hash),
             _run_provider(provider), _json(seq),
             _run_tail(tenant_id, type_, user_id, user_ref),
         )
@@ -137,13 +137,9 @@ def _run_connection(connection_id: Any) -> str:
     return f'","connection_id":{_json(connection_id)},"detail":'
 
 
-def _run_outcome(outcome: Any, prev_hash: Any) -> str:
-    return f',"outcome":{_run_outcome_only(outcome)},"prev_hash":{_json(prev_hash)}'
-
-
 @functools.lru_cache(maxsize=1024, typed=True)
-def _run_outcome_only(outcome: Any) -> str:
-    return _json(outcome)
+def _run_outcome(outcome: Any) -> str:
+    return f',"outcome":{_json(outcome)},"prev_hash":'
 
 
 @functools.lru_cache(maxsize=1024, typed=True)

@@ -109,7 +109,7 @@ async def append(
         seq += 1
         user = event.user_id
         key = keys.get(user) if user else None
-        ref = refs.get(user) if key is not None and user else None
+        ref = refs.get(user) if user else None  # refs has exactly the users with keys
         agent = agent_of(event)
         detail = event.detail
         if not PERSONAL_FIELDS.isdisjoint(detail):

@@ -72,7 +72,7 @@ class Signer:
 
     def sign(self, head: Head) -> tuple[str, str]:
         """``(key_id, signature hex)`` with the active key."""
-        key_id = self._keys.current().active_id
+        key_id = self.active_key_id
         key = self._key(key_id)
         assert key is not None
         return key_id, hmac.new(key, head.message(), hashlib.sha256).hexdigest()
