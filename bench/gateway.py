@@ -39,6 +39,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,8 +161,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its live descendants (all threads), from /proc."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time of ``pid`` and of its live descendants (all threads; the
+    gateway's audit writer process), from /proc."""
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -180,7 +182,18 @@ def cpu_seconds(pid: int) -> float:
         children = [child for child, ppid in parents.items() if ppid == parent]
         family.update(children)
         frontier.extend(children)
-    return sum(ticks.get(member, 0) for member in family) / CLK_TCK
+    own = ticks.get(pid, 0)
+    return own / CLK_TCK, (sum(ticks.get(member, 0) for member in family) - own) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
 
 
 # --- load generation -------------------------------------------------------------------------
@@ -272,7 +285,16 @@ class Ports:
     bare: int = field(default_factory=free_port)
 
 
-def broker_config(ports: Ports, *, audit: bool) -> str:
+# How the gateway rows run: the audit written by a writer process (the default), by the
+# worker itself, or not at all.
+AUDIT_VARIANTS = {
+    "process": '[audit]\nwriter = "process"\n',
+    "inline": '[audit]\nwriter = "inline"\n',
+    "off": "[audit]\nenabled = false\n",
+}
+
+
+def broker_config(ports: Ports, *, audit: str) -> str:
     return f"""\
 public_url = "http://127.0.0.1:{ports.broker}"
 database_url = "sqlite:///bench.db"
@@ -295,7 +317,7 @@ user_burst = 1000000
 agent_rate_per_second = 1000000
 agent_burst = 1000000
 
-{"" if audit else "[audit]" + chr(10) + "enabled = false" + chr(10)}
+{AUDIT_VARIANTS[audit]}
 [providers.demo]
 issuer = "http://127.0.0.1:{ports.provider}"
 client_id = "broker"
@@ -480,8 +502,9 @@ def start_nginx(procs: Processes, tmp: Path, name: str, config: str, core: str) 
 class Row:
     name: str
     rps: float = 0.0
-    cpu_us: float = 0.0  # CPU time of the measured process per request
-    busy: float = 0.0  # that process's CPU time / wall time (1.0 = one core)
+    cpu_us: float = 0.0  # CPU time of the measured process and its children per request
+    child_cpu_us: float = 0.0  # of which its children's (the gateway's audit writer process)
+    busy: float = 0.0  # the process's own CPU time / wall time (1.0 = one core)
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     p50_c1_ms: float = 0.0
@@ -518,13 +541,15 @@ def measure(
 
     row = Row(name=name)
     run(opts.connections, opts.warmup, "warm-up")
-    cpu0, wall0 = cpu_seconds(cpu_pid), time.monotonic()
+    (own0, kids0), wall0 = cpu_seconds(cpu_pid), time.monotonic()
     loaded = run(opts.connections, opts.duration, "loaded")
-    cpu = cpu_seconds(cpu_pid) - cpu0
+    own1, kids1 = cpu_seconds(cpu_pid)
     wall = time.monotonic() - wall0 - SETTLE_SECONDS
     row.rps, row.p50_ms, row.p99_ms = loaded.rps, loaded.p50_ms, loaded.p99_ms
-    row.cpu_us = cpu / max(loaded.requests, 1) * 1e6
-    row.busy = cpu / wall
+    requests = max(loaded.requests, 1)
+    row.cpu_us = (own1 - own0 + kids1 - kids0) / requests * 1e6
+    row.child_cpu_us = (kids1 - kids0) / requests * 1e6
+    row.busy = (own1 - own0) / wall
     row.errors = loaded.errors
     if ports is not None:
         read_stages(ports, row, f"c={opts.connections}")
@@ -567,8 +592,8 @@ class Run:
         a = self.args
         return Options(a.connections, a.duration, a.warmup, a.c1_duration)
 
-    def config(self, audit: bool) -> Path:
-        return self.tmp / ("tokenbroker.toml" if audit else "tokenbroker-audit-off.toml")
+    def config(self, audit: str) -> Path:
+        return self.tmp / f"tokenbroker-audit-{audit}.toml"
 
     def prepare(self) -> None:
         from tokenbroker.vault.keyring import create_key_file
@@ -598,17 +623,20 @@ class Run:
         )  # fmt: skip
         wait_for_port(provider, p.provider)
 
-        for audit in (True, False):
+        for audit in AUDIT_VARIANTS:
             self.config(audit).write_text(broker_config(p, audit=audit), encoding="utf-8")
         create_key_file(self.tmp / "tokenbroker.keys")
         env = broker_env(self.args.database_url)
         migrate = subprocess.run(
-            tokenbroker_argv(self.config(True), "migrate"), env=env, capture_output=True, text=True
+            tokenbroker_argv(self.config("process"), "migrate"),
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if migrate.returncode != 0:
             raise BenchError(f"tokenbroker migrate failed:\n{migrate.stdout}{migrate.stderr}")
 
-        broker = self.start_gateway(audit=True)
+        broker = self.start_gateway(audit="process")
         try:
             self.agent_token = asyncio.run(connect_alice(p))
             check_answer("gateway", self.gateway_url, self.agent_token)
@@ -619,13 +647,17 @@ class Run:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.broker}{PROXY_PATH}"
 
-    def start_gateway(self, *, audit: bool) -> Proc:
+    def start_gateway(self, *, audit: str) -> Proc:
+        """``tokenbroker serve`` with one worker on the target core; its audit writer process
+        (``audit = "process"``) is moved to ``--writer-core``: the worker stays on one core,
+        the audit's CPU is counted in the row (CPU per request includes it)."""
         argv = tokenbroker_argv(self.config(audit), "serve", "--workers", "1")
-        name = "gateway" if audit else "gateway-audit-off"
         proc = self.procs.start(
-            name, argv, core=TARGET_CORE, env=broker_env(self.args.database_url)
+            f"gateway-audit-{audit}", argv, core=TARGET_CORE, env=broker_env(self.args.database_url)
         )
         wait_for_port(proc, self.ports.broker)
+        for child in children(proc.pid):
+            os.sched_setaffinity(child, {int(self.args.writer_core)})
         return proc
 
     def target(self, name: str, start: Callable[[], Proc], url: str, token: str) -> Row:
@@ -638,17 +670,15 @@ class Run:
             self.procs.stop(proc)
 
     def rows(self) -> list[Row]:
+        """Every target, ``--rounds`` times in turn (so slow drift on a shared machine hits
+        every target alike); each row is the median of its rounds."""
         p, tmp = self.ports, self.tmp
         assert self.upstream is not None
-        rows = [
-            measure(
-                "direct",
-                f"http://127.0.0.1:{p.upstream}/files",
-                USER_TOKEN,
-                self.upstream.pid,
-                self.opts,
-            )
-        ]
+        upstream = self.upstream
+
+        def direct() -> Row:
+            url = f"http://127.0.0.1:{p.upstream}/files"
+            return measure("direct", url, USER_TOKEN, upstream.pid, self.opts)
 
         def nginx() -> Proc:
             config = nginx_proxy_config(tmp, p.nginx, p.upstream)
@@ -669,31 +699,66 @@ class Run:
 
             return start
 
-        rows.append(self.target("nginx", nginx, f"http://127.0.0.1:{p.nginx}{PROXY_PATH}", "x"))
+        def proxied(name: str, start: Callable[[], Proc], url: str, token: str) -> Measure:
+            return lambda: self.target(name, start, url, token)
+
+        def gateway(name: str, audit: str) -> Measure:
+            return proxied(
+                name, lambda: self.start_gateway(audit=audit), self.gateway_url, self.agent_token
+            )
+
         bare_url = f"http://127.0.0.1:{p.bare}{PROXY_PATH}"
-        rows.append(self.target("bare aiohttp", bare("aiohttp"), bare_url, "x"))
-        rows.append(self.target("bare, gateway's client", bare("gateway"), bare_url, "x"))
-        rows.append(
-            self.target(
-                "gateway",
-                lambda: self.start_gateway(audit=True),
-                self.gateway_url,
-                self.agent_token,
-            )
-        )
-        why_not = audit_switch_supported(self.config(False))
+        targets: dict[str, Measure] = {
+            "direct": direct,
+            "nginx": proxied("nginx", nginx, f"http://127.0.0.1:{p.nginx}{PROXY_PATH}", "x"),
+            "bare aiohttp": proxied("bare aiohttp", bare("aiohttp"), bare_url, "x"),
+            "bare, gateway's client": proxied(
+                "bare, gateway's client", bare("gateway"), bare_url, "x"
+            ),
+            "gateway": gateway("gateway", "process"),
+            "gateway inline writer": gateway("gateway inline writer", "inline"),
+        }
+        why_not = audit_switch_supported(self.config("off"))
         if why_not is None:
-            rows.append(
-                self.target(
-                    "gateway audit off",
-                    lambda: self.start_gateway(audit=False),
-                    self.gateway_url,
-                    self.agent_token,
-                )
-            )
-        else:
+            targets["gateway audit off"] = gateway("gateway audit off", "off")
+        chosen = [n for n in targets if not self.args.only or n in self.args.only]
+        measured: dict[str, list[Row]] = {name: [] for name in chosen}
+        for turn in range(self.args.rounds):
+            if self.args.rounds > 1:
+                print(f"round {turn + 1} of {self.args.rounds}", flush=True)
+            for name in chosen:
+                measured[name].append(targets[name]())
+        rows = [median_row(measured[name]) for name in chosen]
+        if why_not is not None:
             rows.append(Row("gateway audit off", skipped=f"n/a ({why_not})"))
         return rows
+
+
+Measure = Callable[[], "Row"]
+
+
+def median_row(rounds: Sequence[Row]) -> Row:
+    """Each number the median of its rounds (stage timings: those of the median-rps round)."""
+    if len(rounds) == 1:
+        return rounds[0]
+
+    def mid(of: Callable[[Row], float]) -> float:
+        return float(statistics.median(of(r) for r in rounds))
+
+    by_rps = sorted(rounds, key=lambda r: r.rps)[len(rounds) // 2]
+    return Row(
+        name=rounds[0].name,
+        rps=mid(lambda r: r.rps),
+        cpu_us=mid(lambda r: r.cpu_us),
+        child_cpu_us=mid(lambda r: r.child_cpu_us),
+        busy=mid(lambda r: r.busy),
+        p50_ms=mid(lambda r: r.p50_ms),
+        p99_ms=mid(lambda r: r.p99_ms),
+        p50_c1_ms=mid(lambda r: r.p50_c1_ms),
+        errors=sum(r.errors for r in rounds),
+        stages=by_rps.stages,
+        stages_note=by_rps.stages_note,
+    )
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -763,6 +828,7 @@ def table(rows: Sequence[Row], connections: int) -> list[list[str]]:
             "target",
             "req/s",
             "CPU us/req",
+            "of which writer",
             "CPU busy",
             f"p50 ms c={connections}",
             f"p99 ms c={connections}",
@@ -772,13 +838,14 @@ def table(rows: Sequence[Row], connections: int) -> list[list[str]]:
     ]
     for row in rows:
         if row.skipped:
-            lines.append([row.name, row.skipped, "", "", "", "", "", ""])
+            lines.append([row.name, row.skipped, "", "", "", "", "", "", ""])
             continue
         lines.append(
             [
                 row.name,
                 f"{row.rps:,.0f}",
                 f"{row.cpu_us:.0f}",
+                f"{row.child_cpu_us:.0f}" if row.child_cpu_us >= 0.5 else "-",
                 f"{row.busy:.0%}",
                 f"{row.p50_ms:.3f}",
                 f"{row.p99_ms:.3f}",
@@ -851,9 +918,13 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "aiohttp": aiohttp.__version__,
         "nginx": nginx.stderr.strip().removeprefix("nginx version: "),
         "load": f"wrk -t1 -c{args.connections} -d{args.duration}s (warm-up {args.warmup}s), "
-        f"wrk -t1 -c1 -d{args.c1_duration}s, on core {LOAD_CORE}",
-        "layout": f"target on core {TARGET_CORE}; wrk, upstream ({args.upstream}) and DEMO "
-        f"provider on core {LOAD_CORE}",
+        f"wrk -t1 -c1 -d{args.c1_duration}s, on core {LOAD_CORE}"
+        + (f"; median of {args.rounds} rounds" if args.rounds > 1 else ""),
+        "layout": f"target on core {TARGET_CORE}; wrk, upstream ({args.upstream}), DEMO "
+        f"provider and the gateway's audit writer process on core {LOAD_CORE}"
+        if args.writer_core == LOAD_CORE
+        else f"target and the gateway's audit writer process on core {TARGET_CORE}; wrk, "
+        f"upstream ({args.upstream}) and DEMO provider on core {LOAD_CORE}",
         "database": getattr(args, "database_note", None) or args.database_url or "sqlite",
     }
 
@@ -944,6 +1015,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--database-url", help="broker database (default: SQLite in the temporary directory)"
+    )
+    parser.add_argument(
+        "--writer-core",
+        default=LOAD_CORE,
+        help=f"core of the gateway's audit writer process (default {LOAD_CORE}, with the load)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every target this many times in turn"
+    )
+    parser.add_argument(
+        "--only", action="append", metavar="TARGET", help="measure only this target (repeatable)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write README-ready tables")

@@ -84,9 +84,9 @@ async def _rewrap(settings: Settings) -> int:
     from tokenbroker.audit.pseudonyms import rewrap_keys
     from tokenbroker.audit.signing import Signer
     from tokenbroker.db.engine import create_engine
-    from tokenbroker.runtime import keyring_provider
     from tokenbroker.vault.envelope import Envelope
     from tokenbroker.vault.rotation import rewrap_all
+    from tokenbroker.vault.settings_keys import keyring_provider
 
     keys = keyring_provider(settings)
     envelope = Envelope(keys)
@@ -100,9 +100,9 @@ async def _rewrap(settings: Settings) -> int:
 
 async def _check(settings: Settings) -> bool:
     from tokenbroker.db.engine import create_engine
-    from tokenbroker.runtime import keyring_provider
     from tokenbroker.vault.envelope import Envelope
     from tokenbroker.vault.rotation import check_all
+    from tokenbroker.vault.settings_keys import keyring_provider
 
     envelope = Envelope(keyring_provider(settings))
     engine = create_engine(settings.database_url)

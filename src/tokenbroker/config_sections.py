@@ -68,6 +68,9 @@ class AuditSettings:
     durability: str = "group"  # group: lose at most one window on a crash; sync: wait for commit
     retention_days: int | None = None  # None: keep every record
     checkpoint_seconds: int = 60  # sign each tenant's chain head at least this often
+    # process: each gateway worker hands its records to an audit writer process of its own;
+    # inline: the worker encodes, hashes and commits them itself (embedding, tests).
+    writer: str = "process"
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ def parse_audit(raw: Mapping[str, Any]) -> AuditSettings:
             "durability",
             "retention_days",
             "checkpoint_seconds",
+            "writer",
         },
         "[audit]",
     )
@@ -140,7 +144,11 @@ def parse_audit(raw: Mapping[str, Any]) -> AuditSettings:
     on_failure = raw.get("on_failure", "deny")
     if on_failure not in ("deny", "allow"):
         raise ConfigError('[audit] on_failure must be "deny" or "allow"')
+    writer = raw.get("writer", "process")
+    if writer not in ("process", "inline"):
+        raise ConfigError('[audit] writer must be "process" or "inline"')
     return AuditSettings(
+        writer=writer,
         enabled=bool_value(raw, "enabled", True, "audit"),
         on_failure=on_failure,
         commit_window_ms=int_value(raw, "commit_window_ms", 50, "audit"),

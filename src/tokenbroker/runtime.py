@@ -19,7 +19,7 @@ from tokenbroker.config import Settings
 from tokenbroker.connect import revocation
 from tokenbroker.db.engine import create_engine
 from tokenbroker.db.migrate import ensure_current, ensure_default_tenant
-from tokenbroker.errors import ConfigError, TokenBrokerError
+from tokenbroker.errors import TokenBrokerError
 from tokenbroker.ids import new_id
 from tokenbroker.invalidation import InvalidationBus
 from tokenbroker.lifecycle.background import background_refresher
@@ -32,21 +32,13 @@ from tokenbroker.providers.registry import ProviderRegistry
 from tokenbroker.records import Recorder
 from tokenbroker.services import Services
 from tokenbroker.transport import Transport
-from tokenbroker.vault.envelope import Envelope, KeyRingProvider
+from tokenbroker.vault.envelope import Envelope
 from tokenbroker.vault.key_checks import ensure_key_check, verify_keys
-from tokenbroker.vault.keyring import ReloadingKeyRing, StaticKeyRing, load_keyring
 from tokenbroker.vault.sealed_store import SealedStore
+from tokenbroker.vault.settings_keys import keyring_provider
 
 log = logging.getLogger("tokenbroker")
 REVOCATION_SWEEP_SECONDS = 30.0
-
-
-def keyring_provider(settings: Settings) -> KeyRingProvider:
-    if settings.keys_env_value is not None:
-        return StaticKeyRing(load_keyring(None, settings.keys_env_value.reveal()))
-    if settings.key_file is None:
-        raise ConfigError("no key file configured")
-    return ReloadingKeyRing(settings.key_file)
 
 
 async def build_services(

@@ -4,22 +4,19 @@ last window when the process is killed outright."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from agents import GATEWAY_CONFIG, proxy, ready
-from harness import ENV, free_port, running
+from harness import free_port, running
 from sqlalchemy import select
-from trail_support import cli_config, rows
+from trail_support import Worker, children_of, cli_config, rows, until_gone
 
 from tokenbroker.db.schema import events
 
-WORKER = str(Path(__file__).parents[1] / "support" / "audit_worker.py")
 WINDOW = 0.05
 COMMIT_ALLOWANCE = 0.05  # the window bounds when a commit starts; the commit itself takes time
 
@@ -41,25 +38,18 @@ async def test_sync_durability_records_every_answered_request_at_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("writer", ["inline", "process"])
 async def test_after_sigkill_under_load_every_request_answered_a_window_earlier_is_recorded(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, writer: str
 ) -> None:
+    """With ``writer = "process"`` the writer process outlives the killed worker and commits
+    what it had received; the test waits for it to finish before counting."""
     async with running(tmp_path, database_url) as h:
         assert h.svc is not None
         token, _ = await ready(h, operations=["*"])
         port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            WORKER,
-            str(cli_config(h)),
-            str(port),
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, **ENV},
-            cwd=h.tmp,
-        )
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert line.strip() == b"READY", line
+        worker = await Worker.start(cli_config(h, audit={"writer": writer}), port, h.tmp)
+        proc = worker.proc
         answered: dict[str, float] = {}
         stop = asyncio.Event()
 
@@ -85,11 +75,14 @@ async def test_after_sigkill_under_load_every_request_answered_a_window_earlier_
 
         clients = [asyncio.create_task(client(n)) for n in range(8)]
         await asyncio.sleep(1.5)
+        writers = children_of(proc.pid)
+        assert len(writers) == (1 if writer == "process" else 0), writers
         killed_at = time.monotonic()
-        os.kill(proc.pid, signal.SIGKILL)
+        await worker.stop(signal.SIGKILL)
         stop.set()
-        await proc.wait()
         await asyncio.gather(*clients)
+        for pid in writers:
+            await until_gone(pid, timeout=30)
         async with h.svc.engine.connect() as conn:
             found = await conn.execute(
                 select(events.c.detail).where(events.c.type == "proxy.finished")

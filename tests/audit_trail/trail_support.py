@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +77,12 @@ def rehash(row: dict[str, Any]) -> str:
     return record_hash(row)
 
 
-def cli_config(h: Harness) -> Path:
-    """The harness's configuration as a file (declared operations left out)."""
+def cli_config(h: Harness, **tables: Mapping[str, Any]) -> Path:
+    """The harness's configuration as a file (declared operations left out), with the keys
+    of ``tables`` (e.g. ``audit={"writer": "process"}``) set in their tables."""
     raw = dict(h.raw_config)
+    for name, values in tables.items():
+        raw[name] = {**raw.get(name, {}), **values}
     raw["providers"] = {
         name: {k: v for k, v in section.items() if k != "operations"}
         for name, section in raw["providers"].items()
@@ -103,3 +111,76 @@ def cli(h: Harness, *args: str) -> subprocess.CompletedProcess[bytes]:
         cwd=h.tmp,
         check=False,
     )
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(stat[1]) == pid and stat[0] != "Z":
+                    found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has finished; only its exit status is left
+
+
+async def until_gone(pid: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still running after {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+WORKER = str(Path(__file__).parents[1] / "support" / "audit_worker.py")
+
+
+class Worker:
+    """A broker process serving the gateway (``tests/support/audit_worker.py``); its output
+    is collected in ``lines`` so that nothing it logs can block it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[bytes] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, config: Path, port: int, cwd: Path) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            WORKER,
+            str(config),
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **ENV},
+            cwd=cwd,
+        )
+        worker = cls(proc)
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            while (line := await proc.stdout.readline()).strip() != b"READY":
+                assert line, b"".join(worker.lines)  # exited before it was ready
+                worker.lines.append(line)
+        worker._drain = asyncio.create_task(worker._read())
+        return worker
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+        await self.proc.wait()
+        if self._drain is not None:
+            await self._drain

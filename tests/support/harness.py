@@ -148,6 +148,9 @@ class Harness:
             "providers": {"acme": provider, **overrides.pop("providers", {})},
         }
         raw.update(overrides)
+        # In-process brokers have no configuration file for a writer process to read; the
+        # tests that run one start a broker process (tests/support/audit_worker.py).
+        raw["audit"] = {"writer": "inline", **raw.get("audit", {})}
         return raw
 
     def settings(self, raw: Mapping[str, Any]) -> Settings:

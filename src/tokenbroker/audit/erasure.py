@@ -76,7 +76,7 @@ async def erase_user(svc: Services, tenant_id: str, user_id: str, *, actor: str)
             detail={"connections": len(owned), "grants": grant_count},
         )
     )
-    await trail.writer.flush()  # every queued record of this user is written with the old key
+    await trail.flush()  # every queued record of this user is written with the old key
     async with svc.engine.begin() as conn:
         destroyed = await trail.pseudonyms.erase(conn, tenant_id, user_id)
     return Erased(outcomes, grant_count, session_count, destroyed)

@@ -28,7 +28,7 @@ async def export_lines(
     if fmt not in FORMATS:
         raise BadRequest("format must be jsonl or csv")
     trail = trail_of(svc)
-    await trail.writer.flush()
+    await trail.flush()
     await sign_head(svc, tenant_id, "export")
     where = await condition(svc, trail.pseudonyms, tenant_id, filters)
     if fmt == "csv":

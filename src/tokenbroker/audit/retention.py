@@ -67,5 +67,5 @@ async def prune_tenant(svc: Services, tenant_id: str, cutoff: datetime) -> Prune
 
 
 async def prune(svc: Services, cutoff: datetime) -> list[Pruned]:
-    await trail_of(svc).writer.flush()
+    await trail_of(svc).flush()
     return [await prune_tenant(svc, t, cutoff) for t in await tenants(svc.engine)]

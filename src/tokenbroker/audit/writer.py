@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,8 +46,12 @@ class ChainedRecorder:
         window: float = 0.05,
         max_queue: int = 50_000,
         pseudonyms: Pseudonyms | None = None,
+        on_progress: Callable[[int, bool], None] | None = None,
     ) -> None:
         self._engine = engine
+        # Told (records committed, failing) after each commit and when commits start failing:
+        # the audit writer process reports both to the gateway (audit/writer_process.py).
+        self._on_progress = on_progress
         self._window = window
         # How long recent commits took: a batch's commit starts that long (with a margin)
         # before its window ends, so it is durable when the window ends and callers do not
@@ -68,6 +72,11 @@ class ChainedRecorder:
     @property
     def healthy(self) -> bool:
         return not self._failing and len(self._queue) < self._max_queue
+
+    @property
+    def queue_depth(self) -> int:
+        """Events not committed yet (queued, or in the batch being committed)."""
+        return len(self._queue) + len(self._batch)
 
     def start(self) -> None:
         if self._task is None:
@@ -105,6 +114,14 @@ class ChainedRecorder:
         if self._failing:
             self._fail_waiters([self._queue[-1]])
         await asyncio.shield(done)
+
+    def enqueue(self, event: Event) -> None:
+        """Queue ``event`` without waiting (the writer process: its gateway waits instead)."""
+        self._put(event, None)
+
+    def hurry(self) -> None:
+        """Commit what is queued now rather than at the end of the window."""
+        self._urgent.set()
 
     def _put(self, event: Event, done: asyncio.Future[None] | None) -> None:
         if len(self._queue) >= self._max_queue:
@@ -156,10 +173,14 @@ class ChainedRecorder:
             except Exception:
                 if not self._failing:
                     log.exception("audit commit failed; retrying (new requests are refused)")
+                    if self._on_progress is not None:
+                        self._on_progress(0, True)
                 self._failing = True
                 self._fail_waiters([*batch, *self._queue])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        if self._on_progress is not None:
+            self._on_progress(len(batch), False)
         for item in batch:
             if item[3] is not None and not item[3].done():
                 item[3].set_result(None)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from tokenbroker.api.http import guarded, json_response
 from tokenbroker.api.keys import ADMIN_KEYS
-from tokenbroker.audit.trail import gateway_recorder
+from tokenbroker.audit.trail import close_gateway_recorder, open_gateway_recorder
 from tokenbroker.config import Settings
 from tokenbroker.gateway.destination import GuardedResolver, policy
 from tokenbroker.gateway.lookups import Lookups
@@ -46,7 +46,7 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
             read_timeout=cfg.read_timeout_seconds,
         )
         audit = svc.settings.audit
-        recorder = gateway_recorder(svc)
+        recorder = await open_gateway_recorder(svc)
         limiter = limiter_from_url(svc.settings.redis_url)
         app[GATEWAY] = Gateway(
             svc,
@@ -59,7 +59,7 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
         )
         yield
         await upstream.close()
-        await recorder.close()
+        await close_gateway_recorder(svc, recorder)
         await limiter.close()
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -73,14 +73,11 @@ async def not_ready(svc: Services) -> str | None:
 def audit_gauges(recorder: Recorder) -> AuditGauges:
     """Queue depth and losses of the gateway's recorder; zeros for one that does not queue.
 
-    Duck-typed, so the audit writer can change without this module: a public ``queue_depth``
-    wins; otherwise the batching writer's queue plus the batch being committed.
+    Duck-typed, so the audit writer can change without this module: every writer has a
+    public ``queue_depth`` and ``lost``.
     """
-    depth = getattr(recorder, "queue_depth", None)
+    depth = getattr(recorder, "queue_depth", 0)
     if not isinstance(depth, int):
-        queue = getattr(recorder, "_queue", None)
-        batch = getattr(recorder, "_batch", None)
-        depth = queue.qsize() if isinstance(queue, asyncio.Queue) else 0
-        depth += len(batch) if isinstance(batch, list) else 0
+        depth = 0
     lost = getattr(recorder, "lost", 0)
     return AuditGauges(queue_depth=depth, lost=lost if isinstance(lost, int) else 0)

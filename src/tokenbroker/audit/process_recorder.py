@@ -1,0 +1,261 @@
+"""The gateway's recorder when the audit is written by a process of its own.
+
+Encoding, hashing and committing two records per proxied request took about a third of a
+gateway worker's CPU time (``bench/gateway.py``). With ``[audit] writer = "process"`` a worker
+instead hands each record to its writer process (:mod:`tokenbroker.audit.writer_process`):
+a tuple, sent with the others of the same few milliseconds (``SEND_INTERVAL``) in one frame:
+one system call and one wake-up of the writer per frame, not per record (on a virtual
+machine, waking a process on another core per request cost more than the audit it moved).
+The writer process starts its commit window that much earlier, so a record is still committed
+within one window of being queued. The worker keeps every record until the writer reports it
+committed, so it keeps the in-process writer's guarantees:
+
+- ``sync`` durability and management-style waits get their answer once the record is
+  committed (the writer commits at once when asked to);
+- back-pressure: when the oldest unconfirmed record is more than two windows old, callers
+  wait for the commit, as with :class:`~tokenbroker.audit.writer.ChainedRecorder`;
+- ``healthy`` is false while the writer reports failing commits, while it is being
+  restarted, or when too many records are unconfirmed (``on_failure = "deny"`` refuses then);
+- the writer process dying is noticed at once: it is started again and every record it had
+  not confirmed is sent again (a record committed just before the crash, and not yet
+  confirmed, can therefore appear twice, never zero times).
+
+Records already handed over survive the worker being killed: the writer commits what it has
+received when the worker's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from tokenbroker.audit.wire import Record, frame, read_frame, to_record
+from tokenbroker.audit.writer import BACK_PRESSURE_WINDOWS
+from tokenbroker.errors import StoreUnavailable
+from tokenbroker.records import Event
+
+log = logging.getLogger("tokenbroker.audit")
+START_SECONDS = 60.0
+STOP_SECONDS = 30.0
+SEND_INTERVAL = 0.005  # seconds a record may wait in the worker before it is sent
+SEND_AT_MOST = 1000  # records: a fuller outbox is sent at once
+
+
+class WriterProcessExited(RuntimeError):
+    pass
+
+
+class ProcessRecorder:
+    def __init__(
+        self, config: Path, *, window: float, sync: bool = False, max_queue: int = 50_000
+    ) -> None:
+        self._config = config
+        self._window = window
+        self._sync = sync
+        self._max_queue = max_queue
+        self._unconfirmed: deque[tuple[int, float, Record]] = deque()  # (number, queued, record)
+        self._put_count = 0  # records numbered 1, 2, ... in the order they were put
+        self._confirmed = 0  # every record up to this number is committed
+        self._base = 0  # records confirmed by earlier writer processes
+        self._outbox: list[Record] = []
+        self._urgent = False
+        self._scheduled: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._failing = False
+        self._alive = False
+        self._closing = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stream: asyncio.StreamWriter | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.lost = 0
+        self.restarts = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._alive and not self._failing and len(self._unconfirmed) < self._max_queue
+
+    @property
+    def queue_depth(self) -> int:
+        """Records the writer process has not confirmed committed."""
+        return len(self._unconfirmed)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    # --- the writer process -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the writer process and wait until it is ready (raises if it cannot start)."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tokenbroker.audit.writer_process",
+                "--fd",
+                str(theirs.fileno()),
+                str(self._config),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        reader, stream = await asyncio.open_connection(sock=ours)
+        try:
+            ready = await asyncio.wait_for(read_frame(reader), START_SECONDS)
+        except (TimeoutError, ValueError):
+            ready = None
+        if ready != ("ready",):
+            stream.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            code = await proc.wait()
+            raise WriterProcessExited(f"the audit writer process did not start (exit {code})")
+        self._proc, self._stream, self._alive = proc, stream, True
+        self._listener = asyncio.create_task(self._listen(reader, proc))
+        if self._unconfirmed:  # a restart: everything not confirmed goes again, in order
+            self._outbox = []
+            stream.write(frame(("records", [r for _, _, r in self._unconfirmed], True)))
+
+    async def _listen(self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ConnectionError, ValueError):
+            while (message := await read_frame(reader)) is not None:
+                if message[0] == "progress":
+                    self._progress(self._base + int(message[1]), bool(message[2]))
+        if self._closing:
+            return
+        self._alive = False
+        self._fail_waiters()
+        code = await proc.wait()
+        log.error(
+            "the audit writer process exited (code %s); starting another, %d records to resend",
+            code,
+            len(self._unconfirmed),
+        )
+        self._base = self._confirmed
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self.start()
+                self.restarts += 1
+                return
+            except (OSError, WriterProcessExited) as exc:
+                log.error("the audit writer process could not be started again: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _progress(self, confirmed: int, failing: bool) -> None:
+        self._failing = failing
+        if confirmed > self._confirmed:
+            self._confirmed = confirmed
+            unconfirmed, waiters = self._unconfirmed, self._waiters
+            while unconfirmed and unconfirmed[0][0] <= confirmed:
+                unconfirmed.popleft()
+            while waiters and waiters[0][0] <= confirmed:
+                done = waiters.popleft()[1]
+                if not done.done():
+                    done.set_result(None)
+        if failing:
+            self._fail_waiters()
+
+    def _fail_waiters(self) -> None:
+        """Waiters learn at once that the trail cannot be written; their records stay."""
+        while self._waiters:
+            done = self._waiters.popleft()[1]
+            if not done.done():
+                done.set_exception(StoreUnavailable("the audit trail is unavailable"))
+                done.exception()  # retrieved: the waiter may be gone
+
+    # --- the recorder -------------------------------------------------------------------------
+    async def record(self, event: Event) -> None:
+        """Hand ``event`` over; wait for its commit only in ``sync`` mode or under
+        back-pressure (see :meth:`ChainedRecorder.record`)."""
+        if self._sync:
+            await self.commit(event)
+            return
+        unconfirmed = self._unconfirmed
+        number = self._put(event)
+        if time.monotonic() - unconfirmed[0][1] > BACK_PRESSURE_WINDOWS * self._window:
+            await self._until(number)
+
+    async def commit(self, event: Event) -> None:
+        """Hand ``event`` over and return once it is committed (StoreUnavailable if it cannot
+        be yet; it stays and is retried)."""
+        await self._until(self._put(event, urgent=True))
+
+    async def flush(self) -> None:
+        """Return once everything put so far is committed."""
+        self._send()
+        if self._stream is not None and self._alive:
+            self._stream.write(frame(("flush",)))
+        await self._until(self._put_count)
+
+    async def close(self) -> None:
+        """Send what is left, let the writer process commit it and end."""
+        self._send()
+        self._closing = True
+        proc, stream = self._proc, self._stream
+        if proc is None or stream is None:
+            return
+        with contextlib.suppress(OSError):
+            stream.write_eof()  # the writer commits what it has and exits
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the audit writer process did not finish within %.0f s; %d records may be lost",
+                STOP_SECONDS,
+                self._put_count - self._confirmed,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if self._listener is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        stream.close()
+        self._alive = False
+
+    # --- internals ----------------------------------------------------------------------------
+    def _put(self, event: Event, *, urgent: bool = False) -> int:
+        if len(self._unconfirmed) >= self._max_queue:
+            self.lost += 1
+            raise StoreUnavailable("the audit queue is full")
+        record = to_record(event, time.time())
+        self._put_count = number = self._put_count + 1
+        self._unconfirmed.append((number, time.monotonic(), record))
+        self._outbox.append(record)
+        scheduled = self._scheduled
+        if urgent or len(self._outbox) >= SEND_AT_MOST:
+            self._urgent = self._urgent or urgent
+            if isinstance(scheduled, asyncio.TimerHandle):
+                scheduled.cancel()
+                scheduled = None
+            if scheduled is None:
+                self._scheduled = asyncio.get_running_loop().call_soon(self._send)
+        elif scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_later(SEND_INTERVAL, self._send)
+        return number
+
+    def _send(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()  # when called directly (flush, close)
+            self._scheduled = None
+        batch, self._outbox = self._outbox, []
+        urgent, self._urgent = self._urgent, False
+        if batch and self._alive and self._stream is not None:
+            self._stream.write(frame(("records", batch, urgent)))
+        # Not alive: the records wait in self._unconfirmed and go to the next writer process.
+
+    async def _until(self, number: int) -> None:
+        if number <= self._confirmed:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((number, done))
+        if self._failing or not self._alive:
+            self._fail_waiters()
+        await asyncio.shield(done)

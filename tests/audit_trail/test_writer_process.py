@@ -1,0 +1,177 @@
+"""``[audit] writer = "process"``: a gateway worker hands its records to a writer process of its
+own and keeps the in-process writer's guarantees (every request recorded, ``sync`` answers
+after the commit, ``deny`` while records cannot be written, nothing lost when the writer
+process dies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import proxy, ready
+from harness import Harness, free_port, running
+from sqlalchemy import select, text
+from trail_support import Worker, children_of, cli_config, until_gone
+
+from tokenbroker.audit.process_recorder import ProcessRecorder, WriterProcessExited
+from tokenbroker.audit.trail import open_gateway_recorder, trail_of
+from tokenbroker.audit.verify import verify_tenant
+from tokenbroker.db.schema import events
+from tokenbroker.errors import ConfigError
+
+
+@asynccontextmanager
+async def worker(h: Harness, **audit: Any) -> AsyncIterator[tuple[Worker, int]]:
+    """A broker process on the harness's database with ``writer = "process"``."""
+    port = free_port()
+    config = cli_config(h, audit={"writer": "process", **audit})
+    started = await Worker.start(config, port, h.tmp)
+    try:
+        yield started, port
+    finally:
+        await started.stop(signal.SIGKILL)
+        for pid in children_of(started.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def finished_ids(h: Harness) -> list[str]:
+    assert h.svc is not None
+    async with h.svc.engine.connect() as conn:
+        found = await conn.execute(select(events.c.detail).where(events.c.type == "proxy.finished"))
+        return [str(r.detail["request_id"]) for r in found.all()]
+
+
+async def until_recorded(h: Harness, ids: set[str], timeout: float = 10.0) -> list[str]:
+    """The finished records once all of ``ids`` are among them (fails after ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while not ids <= set(found := await finished_ids(h)):
+            await asyncio.sleep(0.05)
+    return found
+
+
+async def call(h: Harness, port: int, token: str, request_id: str) -> int:
+    status, _, _ = await proxy(
+        h, token, "GET", "/proxy/acme/files", headers={"X-Request-ID": request_id}, port=port
+    )
+    return status
+
+
+async def test_a_worker_records_every_request_through_its_writer_process(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        token, _ = await ready(h, operations=["*"])
+        async with worker(h) as (broker, port):
+            assert len(children_of(broker.proc.pid)) == 1  # its writer process
+            ids = {f"w-{i}" for i in range(20)}
+            for request_id in sorted(ids):
+                assert await call(h, port, token, request_id) == 200
+            found = await until_recorded(h, ids)
+            assert sorted(found) == sorted(ids)  # each once
+        assert h.svc is not None
+        async with h.svc.engine.connect() as conn:
+            started = (
+                await conn.execute(text("SELECT count(*) FROM events WHERE type = 'proxy.started'"))
+            ).scalar_one()
+        assert started == 20
+        trail = trail_of(h.svc)
+        report = await verify_tenant(h.svc.engine, trail.signer, "default")
+        assert report.ok, report
+
+
+async def test_sync_durability_through_a_writer_process_answers_after_the_commit(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        token, _ = await ready(h, operations=["*"])
+        async with worker(h, durability="sync", commit_window_ms=5000) as (_, port):
+            for i in range(5):
+                assert await call(h, port, token, f"s-{i}") == 200
+                # No waiting: a five-second window would otherwise hold the record back.
+                assert f"s-{i}" in await finished_ids(h)
+
+
+async def test_a_writer_process_that_cannot_write_stops_the_gateway(tmp_path: Path) -> None:
+    async with running(tmp_path, f"sqlite:///{tmp_path / 't.db'}") as h:
+        assert h.svc is not None
+        token, _ = await ready(h, operations=["*"])
+        async with worker(h) as (_, port):
+            assert await call(h, port, token, "before") == 200
+            await until_recorded(h, {"before"})
+            async with h.svc.engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE events RENAME TO events_away"))
+            answered = {"queued"} if await call(h, port, token, "queued") == 200 else set()
+            async with asyncio.timeout(10):
+                while True:
+                    status, _, body = await proxy(h, token, "GET", "/proxy/acme/files", port=port)
+                    if status == 503:
+                        break
+                    await asyncio.sleep(0.02)
+            assert json.loads(body)["error"] == "store_unavailable"
+            before = h.counter("api_calls")
+            status, _, _ = await proxy(h, token, "GET", "/proxy/acme/files", port=port)
+            assert status == 503
+            assert h.counter("api_calls") == before  # refused before the upstream
+            async with h.svc.engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE events_away RENAME TO events"))
+            async with asyncio.timeout(20):  # the writer retries, commits, the gateway opens
+                while await call(h, port, token, "after") != 200:
+                    await asyncio.sleep(0.05)
+            await until_recorded(h, {"before", "after", *answered})
+
+
+async def test_a_killed_writer_process_is_replaced_and_loses_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url) as h:
+        token, _ = await ready(h, operations=["*"])
+        async with worker(h, commit_window_ms=2000) as (broker, port):
+            (first,) = children_of(broker.proc.pid)
+            # Answered but, with a two-second window, not committed yet when the writer dies.
+            for i in range(10):
+                assert await call(h, port, token, f"k-{i}") == 200
+            os.kill(first, signal.SIGKILL)
+            await until_gone(first, timeout=10)
+            async with asyncio.timeout(20):
+                while not (now := children_of(broker.proc.pid)) or now == [first]:
+                    await asyncio.sleep(0.05)
+            answered = {f"k-{i}" for i in range(10)}
+            async with asyncio.timeout(20):
+                i = 0
+                while len(answered) < 20:  # requests go through again once it is back
+                    i += 1
+                    if await call(h, port, token, f"n-{i}") == 200:
+                        answered.add(f"n-{i}")
+                    else:
+                        await asyncio.sleep(0.05)
+            found = await until_recorded(h, answered, timeout=20)
+            assert set(found) == answered
+            assert any("audit writer process exited" in line.decode() for line in broker.lines)
+
+
+async def test_a_writer_process_that_cannot_start_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    recorder = ProcessRecorder(missing, window=0.05)
+    with pytest.raises(WriterProcessExited):
+        await recorder.start()
+    assert not recorder.healthy
+
+
+async def test_an_embedded_broker_cannot_use_a_writer_process(tmp_path: Path) -> None:
+    """Settings built in code have no file for the writer process to read: a clear error."""
+    async with running(tmp_path, f"sqlite:///{tmp_path / 't.db'}") as h:
+        assert h.svc is not None
+        settings = h.svc.settings
+        audit = replace(settings.audit, writer="process")
+        svc = replace(h.svc, settings=replace(settings, audit=audit))
+        with pytest.raises(ConfigError, match='writer = "process"'):
+            await open_gateway_recorder(svc)
+        assert trail_of(svc).gateway_writer is None
