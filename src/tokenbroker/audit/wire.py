@@ -29,16 +29,19 @@ _HEADER = 4
 
 def to_record(event: Event, now: float) -> Record:
     detail = event.detail
-    if type(detail) is not dict or not all(type(v) in _MARSHALLED for v in detail.values()):
-        detail = {k: _plain(v) for k, v in detail.items()}  # e.g. a str subclass such as an enum
-    at = event.at.timestamp() if event.at is not None else now
     return (
         event.type, event.tenant_id, event.actor, event.user_id, event.provider,
-        event.connection_id, event.outcome, detail, at,
+        event.connection_id, event.outcome, detail if type(detail) is dict else dict(detail),
+        event.at.timestamp() if event.at is not None else now,
     )  # fmt: skip
 
 
-_MARSHALLED = frozenset({str, int, float, bool, type(None)})
+def plain(record: Record) -> Record:
+    """``record`` with detail values of exactly the plain types (an ``Event`` admits their
+    subclasses, e.g. an enum member, which marshal refuses)."""
+    type_, tenant, actor, user, provider, connection, outcome, detail, at = record
+    plain_detail = {k: _plain(v) for k, v in detail.items()}
+    return (type_, tenant, actor, user, provider, connection, outcome, plain_detail, at)
 
 
 def _plain(value: Scalar) -> Scalar:
@@ -48,16 +51,30 @@ def _plain(value: Scalar) -> Scalar:
     return None
 
 
+_FIELDS = ("type", "tenant_id", "actor", "user_id", "provider", "connection_id", "outcome")
+_new = object.__new__
+
+
 def to_event(record: Record) -> Event:
-    type_, tenant_id, actor, user_id, provider, connection_id, outcome, detail, at = record
-    return Event(
-        type_, tenant_id, actor, user_id, provider, connection_id, outcome, detail,
-        datetime.fromtimestamp(at, UTC),
-    )  # fmt: skip
+    """The event ``record`` was made from. Its detail was checked when the worker built the
+    event, so it is not checked again (``Event.__post_init__`` is most of an event's cost)."""
+    event = _new(Event)
+    fields = event.__dict__
+    fields.update(zip(_FIELDS, record, strict=False))
+    fields["detail"] = record[7]
+    fields["at"] = datetime.fromtimestamp(record[8], UTC)
+    return event
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
-    payload = marshal.dumps(message)
+    """One message as a frame; records whose detail holds a subclass of a plain type (which
+    marshal refuses) are sent as their plain values."""
+    try:
+        payload = marshal.dumps(message)
+    except ValueError:
+        if message[0] != "records":
+            raise
+        payload = marshal.dumps((message[0], [plain(r) for r in message[1]], *message[2:]))
     return len(payload).to_bytes(_HEADER, "big") + payload
 
 
@@ -66,7 +83,8 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     try:
         size = int.from_bytes(await reader.readexactly(_HEADER), "big")
         message = marshal.loads(await reader.readexactly(size))  # noqa: S302 (our own child)
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, ConnectionResetError):
+        # A peer that dies with unread data resets a Unix socket instead of ending it.
         return None
     if not isinstance(message, tuple) or not message:
         raise ValueError("malformed audit writer message")

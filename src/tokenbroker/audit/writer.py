@@ -211,6 +211,9 @@ class ChainedRecorder:
             self._batch = []
 
     async def close(self) -> None:
+        """Commit everything queued and stop. The commit in flight finishes first (``flush``
+        waits for it), so the writer task is never cancelled in the middle of a commit."""
+        await self.flush()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

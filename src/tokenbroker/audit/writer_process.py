@@ -37,6 +37,7 @@ from tokenbroker.observability.logging import configure_logging
 from tokenbroker.vault.envelope import Envelope
 
 log = logging.getLogger("tokenbroker.audit")
+CLOSE_SECONDS = 60.0
 
 
 async def serve(sock: socket.socket, config: Path) -> None:
@@ -73,7 +74,17 @@ async def serve(sock: socket.socket, config: Path) -> None:
                 await recorder.flush()
                 progress(0, False)
     finally:
-        await recorder.close()  # commits everything received, retrying until it can
+        # Commit everything received, retrying for a while; a writer whose worker has gone
+        # must not live on forever when the database never comes back.
+        try:
+            await asyncio.wait_for(recorder.close(), CLOSE_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the audit writer could not commit %d records within %.0f s and stops; "
+                "they are lost",
+                recorder.queue_depth,
+                CLOSE_SECONDS,
+            )
         with contextlib.suppress(ConnectionError):
             writer.close()
             await writer.wait_closed()

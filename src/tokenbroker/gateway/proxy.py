@@ -36,6 +36,7 @@ from tokenbroker.errors import (
 )
 from tokenbroker.gateway import forward
 from tokenbroker.gateway.answers import error_answer
+from tokenbroker.gateway.audit_path import AuditPaths
 from tokenbroker.gateway.destination import check_host, normalize_host, policy
 from tokenbroker.gateway.headers import (
     extra_allowed,
@@ -49,7 +50,6 @@ from tokenbroker.gateway.target import (
     auth_header,
     base_url_for,
     bearer,
-    redacted_query,
     split_target,
 )
 from tokenbroker.gateway.upstream import UpstreamPool
@@ -107,6 +107,7 @@ class Gateway:
         self._user_limit = Limit(cfg.user_rate_per_second, cfg.user_burst)
         self._agent_limit = Limit(cfg.agent_rate_per_second, cfg.agent_burst)
         self._indexes: dict[str, OperationIndex] = {}
+        self._recorded_paths: dict[str, AuditPaths] = {}
         self._extras: dict[str, frozenset[str]] = {}
         self._last_forced: dict[str, tuple[float, int]] = {}
         self.stages = Stages()
@@ -152,7 +153,7 @@ class Gateway:
         call.provider = provider
         spec = await svc.providers.get(provider)
         path = normalize_path(tail)
-        call.path = path + redacted_query(query)
+        call.path = self._audit_paths(spec).recorded(path, query)
         connection = await self._lookups.connection(session.tenant_id, session.user_id, provider)
         call.connection = connection
         base_url = base_url_for(spec, base, connection)
@@ -266,6 +267,12 @@ class Gateway:
         if index is None:
             index = self._indexes[spec.name] = OperationIndex(spec.operations)
         return index
+
+    def _audit_paths(self, spec: ProviderSpec) -> AuditPaths:
+        paths = self._recorded_paths.get(spec.name)
+        if paths is None:
+            paths = self._recorded_paths[spec.name] = AuditPaths(spec.audit_redact_paths)
+        return paths
 
     def _extra(self, spec: ProviderSpec) -> frozenset[str]:
         extras = self._extras.get(spec.name)

@@ -2,9 +2,9 @@
 
 Precedence, field by field: explicit keys of the table > discovery metadata > template >
 ``ProviderSpec`` defaults. Tables (``authorization_params``, ``api_bases``) merge key by key;
-lists (``scopes``, ``forward_headers``) replace; ``operations`` merge by name. Template
-variables (``{tenant}``) are checked against their pattern before substitution, and every
-endpoint and API base passes :func:`check_endpoint_url`.
+lists (``scopes``, ``forward_headers``, ``audit_redact_paths``) replace; ``operations`` merge
+by name. Template variables (``{tenant}``) are checked against their pattern before
+substitution, and every endpoint and API base passes :func:`check_endpoint_url`.
 """
 
 from __future__ import annotations
@@ -211,6 +211,7 @@ def build_provider(
     revocation_types = layers.layer("revocation_token_types")
     resource_text = layers.str_("resource")
     header_layer = layers.layer("forward_headers")
+    redact_layer = layers.layer("audit_redact_paths")
     ttl_layer = layers.layer("refresh_token_idle_ttl")
     display_name = layers.str_("display_name") or (tpl.display_name if tpl else name)
     return ProviderSpec(
@@ -257,6 +258,10 @@ def build_provider(
         docs_url=url(layers.str_("docs_url"), "docs_url"),
         forward_headers=parse.forward_headers(
             (header_layer.str_list("forward_headers") or ()) if header_layer else (),
+            provider=name,
+        ),
+        audit_redact_paths=parse.audit_redact_paths(
+            (redact_layer.str_list("audit_redact_paths") or ()) if redact_layer else (),
             provider=name,
         ),
         variables=values,

@@ -54,6 +54,7 @@ QUIRK_KEYS: Final = (
     "api_base_url",
     "api_bases",
     "forward_headers",
+    "audit_redact_paths",
     "operations",
     "resource",
     "display_name",

@@ -98,6 +98,8 @@ class ProviderSpec:
     docs_url: str | None = None
     # Extra request headers the gateway may forward from the agent (e.g. Notion-Version).
     forward_headers: tuple[str, ...] = ()
+    # Path patterns (operation syntax) whose {name} segments the audit records as "…".
+    audit_redact_paths: tuple[str, ...] = ()
     # Resolved template variables (e.g. {"tenant": "common"}), for display and audit.
     variables: Mapping[str, str] = field(default_factory=dict)
     # GraphQL-only APIs (Linear): the account lookup POSTs {"query": ...} as JSON to

@@ -153,6 +153,19 @@ def forward_headers(names: tuple[str, ...], *, provider: str) -> tuple[str, ...]
     return tuple(out)
 
 
+_PATH_PATTERN_RE: Final = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%{}/-]*")
+
+
+def audit_redact_paths(patterns: tuple[str, ...], *, provider: str) -> tuple[str, ...]:
+    for pattern in patterns:
+        if _PATH_PATTERN_RE.fullmatch(pattern) is None or "{" not in pattern:
+            raise ConfigError(
+                f"provider {provider!r}: audit_redact_paths entry {pattern[:60]!r} must be a path"
+                " pattern with at least one {name} segment"
+            )
+    return patterns
+
+
 def revocation_types(value: tuple[str, ...], *, provider: str) -> tuple[str, ...]:
     if not value or not set(value) <= _REVOCATION_TYPES:
         raise ConfigError(
