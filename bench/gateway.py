@@ -2,7 +2,7 @@
 
 Run by hand (never in tests) from the repository root, on an otherwise idle machine:
 
-    .venv/bin/python bench/gateway.py [--duration 10] [--json results.json]
+    .venv/bin/python bench/gateway.py [--rounds 3] [--duration 10] [--json results.json]
 
 Needs ``nginx``, ``wrk`` and ``taskset`` (``apt-get install -y nginx wrk``) and two cores.
 Everything listens on 127.0.0.1 and lives in a temporary directory.
@@ -21,7 +21,13 @@ All four answer the same URL shape, ``/proxy/demo/files``, with the upstream's ~
   client (``tokenbroker.gateway.upstream``) instead of aiohttp's (for reference: the ratios
   are against bare aiohttp, the baseline the gateway issue names);
 - gateway: alice connected through the DEMO provider (auto-approve), an agent granted
-  ``files:read``, an agent session token; audit on, then ``[audit] enabled = false``.
+  ``files:read``, an agent session token; audit on with its writer process (the default),
+  audit on with ``[audit] writer = "inline"`` (everything in the worker), audit off.
+
+The gateway's audit writer process is moved to ``--writer-core`` (default: core 1, with the
+load): the worker keeps core 0 to itself, and the writer's CPU time is counted in the row's
+CPU per request (and shown apart in "of which writer"). ``--rounds N`` measures every target
+N times in turn and reports medians: runs on a shared virtual machine drift by 10-30%.
 
 The gateway's time per stage comes from ``GET /_gateway/stages`` (admin key; ``DELETE`` resets
 it before each run); "n/a" where the broker lacks it or the audit switch.

@@ -125,5 +125,5 @@ def erase(ctx: click.Context, user_id: str, tenant: str) -> None:
     erased = run_with_services(ctx, lambda svc: erase_user(svc, tenant, user_id, actor="cli"))
     click.echo(
         f"erased: {len(erased.connections)} connection(s), {erased.grants} grant(s), "
-        f"{erased.sessions} agent session(s)"
+        f"{erased.sessions} agent session(s), {erased.webhook_deliveries} webhook delivery(ies)"
     )

@@ -272,3 +272,24 @@ async def test_concurrent_sweeps_deliver_each_row_once(tmp_path: Path, database_
         assert len(set(ids)) == 8
         rows = await _rows(h)
         assert {(row["status"], row["attempts"]) for row in rows} == {("delivered", 1)}
+
+
+async def test_erasing_a_user_deletes_the_deliveries_that_name_them(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Delivered and pending deliveries of the erased user go (they hold the user's id and
+    account label); another user's stay."""
+    async with receiving() as rx, running(tmp_path, database_url, webhook=_webhook(rx)) as h:
+        assert h.svc is not None
+        await h.connect("alice")
+        assert await deliver_due(h.svc) == 1  # alice's connected event: delivered
+        await h.connect("bob")  # bob's: pending
+        status, doc = await h.admin("DELETE", "/v1/users/alice")
+        assert status == 200, doc
+        # connected (delivered) and what deleting the connection queued (pending)
+        assert doc["webhook_deliveries"] >= 2
+        remaining = await _rows(h)
+        assert [row["payload"]["data"]["user_id"] for row in remaining] == ["bob"]
+        assert "alice" not in json.dumps([row["payload"] for row in remaining])
+        assert await deliver_due(h.svc) == 1  # only bob's
+        assert [r.doc["data"]["user_id"] for r in rx.received] == ["alice", "bob"]

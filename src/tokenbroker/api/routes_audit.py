@@ -71,5 +71,6 @@ async def erase(request: web.Request) -> web.Response:
             "connections": erased.connections,
             "grants": erased.grants,
             "agent_sessions": erased.sessions,
+            "webhook_deliveries": erased.webhook_deliveries,
         }
     )

@@ -3,8 +3,11 @@
 Steps, in order: every connection of the user is deleted through the normal path (revoked at
 the provider, tokens erased, grants ended; an unreachable provider keeps its sealed tokens
 only in the durable revocation queue until it answers); then the user's grants, agent
-sessions, session tickets, connect and device sessions and their sealed values are deleted;
-a ``user.erased`` record is committed; finally the user's pseudonym key is destroyed. The
+sessions, session tickets, connect and device sessions and their sealed values are deleted,
+and so are the webhook deliveries that name the user (pending ones too: the erasure's answer
+already tells the application which connections went, and a delivery would carry the user's
+id and account label to a receiver and keep them in the outbox); a ``user.erased`` record is
+committed; finally the user's pseudonym key is destroyed. The
 audit records stay for their retention period, but nothing ties them to the person any more,
 and no record was rewritten, so the chain still verifies.
 """
@@ -28,6 +31,7 @@ from tokenbroker.db.schema import (
     revocations,
     sealed_secrets,
     session_tickets,
+    webhook_deliveries,
 )
 from tokenbroker.errors import NotFound
 from tokenbroker.records import Event
@@ -42,6 +46,7 @@ class Erased:
     grants: int
     sessions: int
     pseudonym_key: bool
+    webhook_deliveries: int = 0
 
 
 async def erase_user(svc: Services, tenant_id: str, user_id: str, *, actor: str) -> Erased:
@@ -65,6 +70,7 @@ async def erase_user(svc: Services, tenant_id: str, user_id: str, *, actor: str)
             outcomes[connection_id] = "erased"
     async with svc.engine.begin() as conn:
         grant_count, session_count = await _delete_rows(svc, conn, tenant_id, user_id)
+        deliveries = await _delete_webhook_deliveries(conn, tenant_id, user_id)
     trail = trail_of(svc)
     await svc.recorder.record(
         Event(
@@ -79,7 +85,23 @@ async def erase_user(svc: Services, tenant_id: str, user_id: str, *, actor: str)
     await trail.flush()  # every queued record of this user is written with the old key
     async with svc.engine.begin() as conn:
         destroyed = await trail.pseudonyms.erase(conn, tenant_id, user_id)
-    return Erased(outcomes, grant_count, session_count, destroyed)
+    return Erased(outcomes, grant_count, session_count, destroyed, deliveries)
+
+
+async def _delete_webhook_deliveries(conn: AsyncConnection, tenant_id: str, user_id: str) -> int:
+    """Delete the tenant's webhook deliveries whose payload names ``user_id``. The payload is
+    JSON text on both databases, so rows are matched here rather than in SQL; erasure is rare
+    and the rows are read in batches."""
+    wd = webhook_deliveries.c
+    found: list[str] = []
+    result = await conn.stream(select(wd.id, wd.payload).where(wd.tenant_id == tenant_id))
+    async for row in result:
+        data = row.payload.get("data") if isinstance(row.payload, dict) else None
+        if isinstance(data, dict) and data.get("user_id") == user_id:
+            found.append(row.id)
+    for start in range(0, len(found), 500):
+        await conn.execute(delete(webhook_deliveries).where(wd.id.in_(found[start : start + 500])))
+    return len(found)
 
 
 async def _delete_rows(
