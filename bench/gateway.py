@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -916,7 +917,7 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/gateway.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "bench/gateway.py", *sys.argv[1:]]),
         "commit": commit or None,
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
