@@ -9,32 +9,19 @@ as ``/gmail/v1/users/…/messages/1``. The first pattern that matches applies.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from tokenbroker.gateway.target import redacted_query
+from tokenbroker.policy.operations import compile_pattern
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 REDACTED = "…"
-
-
-def redaction_pattern(path: str) -> re.Pattern[str]:
-    """``path`` (operation syntax) as a regex whose groups are the segments to redact."""
-    out, pos = ["^"], 0
-    for match in _PARAM.finditer(path):
-        out.append(re.escape(path[pos : match.start()]))
-        out.append("(?:.+)" if match.group(2) else "([^/]+)")
-        pos = match.end()
-    out.append(re.escape(path[pos:]))
-    out.append("/?$")
-    return re.compile("".join(out))
 
 
 class AuditPaths:
     """One provider's redaction patterns."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self._patterns = tuple(redaction_pattern(p) for p in patterns)
+        self._patterns = tuple(compile_pattern(p, capture_segments=True) for p in patterns)
 
     def recorded(self, path: str, query: str) -> str:
         for pattern in self._patterns:

@@ -17,11 +17,13 @@ from tokenbroker.providers.model import Operation
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 
 
-def compile_pattern(path: str) -> re.Pattern[str]:
+def compile_pattern(path: str, *, capture_segments: bool = False) -> re.Pattern[str]:
+    """``path`` as a regex; ``capture_segments``: each ``{name}`` segment is a group."""
+    segment = "([^/]+)" if capture_segments else "[^/]+"
     out, pos = ["^"], 0
     for match in _PARAM.finditer(path):
         out.append(re.escape(path[pos : match.start()]))
-        out.append(".+" if match.group(2) else "[^/]+")
+        out.append(".+" if match.group(2) else segment)
         pos = match.end()
     out.append(re.escape(path[pos:]))
     out.append("/?$")
