@@ -60,7 +60,7 @@ from tokenbroker.policy.decision import ConnectionView, Decision, decide
 from tokenbroker.policy.operations import OperationIndex
 from tokenbroker.policy.sessions import AgentSession
 from tokenbroker.providers.model import ProviderSpec
-from tokenbroker.records import Event, Recorder
+from tokenbroker.records import Event, Recorder, Scalar
 from tokenbroker.services import Services
 from tokenbroker.web.consent_link import consent_url
 
@@ -356,6 +356,20 @@ class Gateway:
         session = call.session
         assert session is not None
         decision = call.decision
+        detail: dict[str, Scalar] = {
+            "request_id": call.request_id,
+            "agent_id": session.agent_id,
+            "grant_id": decision.grant_id if decision else None,
+            "operation": decision.operation if decision else None,
+            "raw": decision.raw if decision else None,
+            "method": method,
+            "path": call.path,
+        }
+        if type_ != "proxy.started":  # what is known once the request has an outcome
+            detail["status"] = status
+            detail["bytes_in"] = call.bytes_in
+            detail["bytes_out"] = call.bytes_out
+            detail["latency_ms"] = round((time.perf_counter() - call.started) * 1000, 3)
         return Event(
             type=type_,
             tenant_id=session.tenant_id,
@@ -364,19 +378,7 @@ class Gateway:
             provider=call.provider,
             connection_id=call.connection.id if call.connection else None,
             outcome="allowed" if status is None else f"status:{status}",
-            detail={
-                "request_id": call.request_id,
-                "agent_id": session.agent_id,
-                "grant_id": decision.grant_id if decision else None,
-                "operation": decision.operation if decision else None,
-                "raw": decision.raw if decision else None,
-                "method": method,
-                "path": call.path,
-                "status": status,
-                "bytes_in": call.bytes_in,
-                "bytes_out": call.bytes_out,
-                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            },
+            detail=detail,
         )
 
     async def _denied(self, call: _Call, method: str, exc: TokenBrokerError) -> None:
