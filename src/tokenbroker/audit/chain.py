@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,15 +89,33 @@ async def _insert_rows(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> No
     await conn.exec_driver_sql(sql, rows)
 
 
+class Prepared(NamedTuple):
+    """An event with what its record needs that does not depend on its place in the chain,
+    computed when it is queued: the commit then holds the head's lock only for hashing and
+    inserting."""
+
+    event: Event
+    at: datetime
+    at_iso: str
+    agent: str | None
+    detail_json: str | None  # None: the detail names a person, encoded with the user's key
+
+
+def prepare(event: Event, at: datetime) -> Prepared:
+    detail = event.detail
+    encoded = encode_detail(detail) if PERSONAL_FIELDS.isdisjoint(detail) else None
+    return Prepared(event, at, iso(at), agent_of(event), encoded)
+
+
 async def append(
     conn: AsyncConnection,
     tenant_id: str,
-    batch: Sequence[tuple[Event, datetime]],
+    batch: Sequence[Prepared],
     pseudonyms: Pseudonyms | None,
 ) -> int:
-    """Append ``batch`` (events with their times) to the tenant's chain; the new head seq."""
+    """Append ``batch`` to the tenant's chain; the new head seq."""
     head = await lock_head(conn, tenant_id)
-    users = {e.user_id for e, _ in batch if e.user_id is not None}
+    users = {p.event.user_id for p in batch if p.event.user_id is not None}
     if users and pseudonyms is None:
         raise TypeError("events naming a user need a pseudonym store")
     keys = await pseudonyms.keys(conn, tenant_id, users, create=True) if pseudonyms else {}
@@ -105,17 +123,13 @@ async def append(
     sqlite = conn.dialect.name == "sqlite"
     seq, prev = head.seq, head.hash
     rows: list[tuple[Any, ...]] = []
-    for event, at in batch:
+    for event, at, at_iso, agent, detail_json in batch:
         seq += 1
         user = event.user_id
         key = keys.get(user) if user else None
         ref = refs.get(user) if user else None  # refs has exactly the users with keys
-        agent = agent_of(event)
-        detail = event.detail
-        if not PERSONAL_FIELDS.isdisjoint(detail):
-            detail = scrub(key, detail)
-        detail_json = encode_detail(detail)
-        at_iso = iso(at)
+        if detail_json is None:
+            detail_json = encode_detail(scrub(key, event.detail))
         type_, actor, provider = event.type, event.actor, event.provider
         connection_id, outcome = event.connection_id, event.outcome
         digest = hash_columns(

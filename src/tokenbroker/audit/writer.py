@@ -22,11 +22,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenbroker.audit.chain import append
+from tokenbroker.audit.chain import Prepared, append, prepare
 from tokenbroker.audit.pseudonyms import Pseudonyms
 from tokenbroker.clock import utcnow
 from tokenbroker.errors import StoreUnavailable
@@ -35,7 +34,7 @@ from tokenbroker.records import Event
 log = logging.getLogger("tokenbroker.audit")
 MAX_BATCH = 5000
 BACK_PRESSURE_WINDOWS = 2
-_Item = tuple[Event, datetime, float, "asyncio.Future[None] | None"]
+_Item = tuple[Prepared, float, "asyncio.Future[None] | None"]  # record, queued, waiter
 
 
 class ChainedRecorder:
@@ -103,7 +102,7 @@ class ChainedRecorder:
 
     def _lag(self) -> float:
         oldest = self._batch or self._queue
-        return time.monotonic() - oldest[0][2] if oldest else 0.0
+        return time.monotonic() - oldest[0][1] if oldest else 0.0
 
     async def commit(self, event: Event) -> None:
         """Queue ``event`` and return once it is committed (StoreUnavailable if it cannot be
@@ -127,7 +126,7 @@ class ChainedRecorder:
         if len(self._queue) >= self._max_queue:
             self.lost += 1
             raise StoreUnavailable("the audit queue is full")
-        self._queue.append((event, event.at or utcnow(), time.monotonic(), done))
+        self._queue.append((prepare(event, event.at or utcnow()), time.monotonic(), done))
         self._arrived.set()
         if self._task is None or self._task.done():
             self._task = None
@@ -143,7 +142,7 @@ class ChainedRecorder:
                 continue
             first = self._queue.popleft()
             self._batch.append(first)
-            wait = first[2] + self._window - self._commit_seconds - time.monotonic()
+            wait = first[1] + self._window - self._commit_seconds - time.monotonic()
             if wait > 0 and not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait)
@@ -182,21 +181,21 @@ class ChainedRecorder:
         if self._on_progress is not None:
             self._on_progress(len(batch), False)
         for item in batch:
-            if item[3] is not None and not item[3].done():
-                item[3].set_result(None)
+            if item[2] is not None and not item[2].done():
+                item[2].set_result(None)
 
     @staticmethod
     def _fail_waiters(items: Sequence[_Item]) -> None:
         """Waiters learn at once that the trail cannot be written; their events stay queued."""
         for item in items:
-            if item[3] is not None and not item[3].done():
-                item[3].set_exception(StoreUnavailable("the audit trail is unavailable"))
-                item[3].exception()  # retrieved: the waiter may be gone
+            if item[2] is not None and not item[2].done():
+                item[2].set_exception(StoreUnavailable("the audit trail is unavailable"))
+                item[2].exception()  # retrieved: the waiter may be gone
 
     async def _write(self, batch: Sequence[_Item]) -> None:
-        by_tenant: dict[str, list[tuple[Event, datetime]]] = {}
-        for event, at, _, _ in batch:
-            by_tenant.setdefault(event.tenant_id, []).append((event, at))
+        by_tenant: dict[str, list[Prepared]] = {}
+        for prepared, _, _ in batch:
+            by_tenant.setdefault(prepared.event.tenant_id, []).append(prepared)
         async with self._engine.begin() as conn:
             for tenant_id in sorted(by_tenant):  # a fixed lock order: no deadlock
                 await append(conn, tenant_id, by_tenant[tenant_id], self._pseudonyms)
