@@ -36,14 +36,13 @@ from tokenbroker.errors import (
 )
 from tokenbroker.gateway import forward
 from tokenbroker.gateway.answers import error_answer
-from tokenbroker.gateway.audit_path import AuditPaths
 from tokenbroker.gateway.destination import check_host, normalize_host, policy
 from tokenbroker.gateway.headers import (
-    extra_allowed,
     filter_request_headers,
 )
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.paths import normalize_path
+from tokenbroker.gateway.provider_rules import ProviderRules
 from tokenbroker.gateway.ratelimit import Limit, RateLimiter
 from tokenbroker.gateway.stages import Stages
 from tokenbroker.gateway.target import (
@@ -57,7 +56,6 @@ from tokenbroker.ids import new_secret_value
 from tokenbroker.observability.logging import request_id_var
 from tokenbroker.observability.metrics import METRICS
 from tokenbroker.policy.decision import ConnectionView, Decision, decide
-from tokenbroker.policy.operations import OperationIndex
 from tokenbroker.policy.sessions import AgentSession
 from tokenbroker.providers.model import ProviderSpec
 from tokenbroker.records import Event, Recorder, Scalar
@@ -106,9 +104,7 @@ class Gateway:
         self._cfg = cfg
         self._user_limit = Limit(cfg.user_rate_per_second, cfg.user_burst)
         self._agent_limit = Limit(cfg.agent_rate_per_second, cfg.agent_burst)
-        self._indexes: dict[str, OperationIndex] = {}
-        self._recorded_paths: dict[str, AuditPaths] = {}
-        self._extras: dict[str, frozenset[str]] = {}
+        self._rules: dict[str, ProviderRules] = {}
         self._last_forced: dict[str, tuple[float, int]] = {}
         self.stages = Stages()
         # Request ids need to be unique, not secret: a random per-process prefix and a counter
@@ -153,14 +149,15 @@ class Gateway:
         call.provider = provider
         spec = await svc.providers.get(provider)
         path = normalize_path(tail)
-        call.path = self._audit_paths(spec).recorded(path, query)
+        rules = self._rules_for(spec)
+        call.path = rules.audit_paths.recorded(path, query)
         connection = await self._lookups.connection(session.tenant_id, session.user_id, provider)
         call.connection = connection
         base_url = base_url_for(spec, base, connection)
         if base_url not in self._checked_bases:
             self._check_destination(spec, base_url)
             self._checked_bases.add(base_url)
-        operation = self._index(spec).match(request.method, path, base)
+        operation = rules.operations.match(request.method, path, base)
         grants = await self._lookups.grants(session, provider)
         view = (
             None
@@ -197,7 +194,7 @@ class Gateway:
         )
         call.bytes_in = body.read
         target = path + (f"?{query}" if query else "")
-        extras = self._extra(spec)
+        extras = rules.extra_headers
         headers = filter_request_headers(request.headers.items(), extras)
         headers.append(("X-Request-ID", call.request_id))
         upstream = await forward.send(
@@ -262,23 +259,11 @@ class Gateway:
         if not spec.allow_insecure_loopback and normalize_host(host) in self._loopback_names:
             raise DestinationNotAllowed("destination address is not allowed")
 
-    def _index(self, spec: ProviderSpec) -> OperationIndex:
-        index = self._indexes.get(spec.name)
-        if index is None:
-            index = self._indexes[spec.name] = OperationIndex(spec.operations)
-        return index
-
-    def _audit_paths(self, spec: ProviderSpec) -> AuditPaths:
-        paths = self._recorded_paths.get(spec.name)
-        if paths is None:
-            paths = self._recorded_paths[spec.name] = AuditPaths(spec.audit_redact_paths)
-        return paths
-
-    def _extra(self, spec: ProviderSpec) -> frozenset[str]:
-        extras = self._extras.get(spec.name)
-        if extras is None:
-            extras = self._extras[spec.name] = extra_allowed(spec.forward_headers)
-        return extras
+    def _rules_for(self, spec: ProviderSpec) -> ProviderRules:
+        rules = self._rules.get(spec.name)
+        if rules is None:
+            rules = self._rules[spec.name] = ProviderRules.of(spec)
+        return rules
 
     async def _refuse(
         self, session: AgentSession, spec: ProviderSpec, decision: Decision, needed: tuple[str, ...]
