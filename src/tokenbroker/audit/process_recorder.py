@@ -74,7 +74,6 @@ class ProcessRecorder:
         self._stream: asyncio.StreamWriter | None = None
         self._listener: asyncio.Task[None] | None = None
         self.lost = 0
-        self.restarts = 0
 
     @property
     def healthy(self) -> bool:
@@ -84,10 +83,6 @@ class ProcessRecorder:
     def queue_depth(self) -> int:
         """Records the writer process has not confirmed committed."""
         return len(self._unconfirmed)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     # --- the writer process -------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,7 +136,6 @@ class ProcessRecorder:
         while not self._closing:
             try:
                 await self.start()
-                self.restarts += 1
                 return
             except (OSError, WriterProcessExited) as exc:
                 log.error("the audit writer process could not be started again: %s", exc)
