@@ -19,12 +19,12 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.clock import utcnow
 from tokenbroker.db.schema import audit_user_keys
-from tokenbroker.db.sql import upsert
+from tokenbroker.db.sql import upsert_statement
 from tokenbroker.errors import CredentialCorrupt
 from tokenbroker.records import Scalar
 from tokenbroker.vault.envelope import Envelope, SealContext
@@ -32,6 +32,11 @@ from tokenbroker.vault.envelope import Envelope, SealContext
 PERSONAL_FIELDS: Final = frozenset({"user_id", "account_id", "account_label", "email"})
 log = logging.getLogger("tokenbroker.audit")
 _k = audit_user_keys.c
+
+
+_KEYS = select(_k.user_id, _k.key_id, _k.blob).where(
+    _k.tenant_id == bindparam("tenant"), _k.user_id.in_(bindparam("users", expanding=True))
+)  # built once: the audit writer runs it at every commit
 
 
 def _ctx(tenant_id: str, user_id: str) -> SealContext:
@@ -63,16 +68,17 @@ class Pseudonyms:
     async def keys(
         self, conn: AsyncConnection, tenant_id: str, user_ids: Iterable[str], *, create: bool
     ) -> dict[str, bytes]:
+        return await conn.run_sync(self.keys_in, tenant_id, user_ids, create=create)
+
+    def keys_in(
+        self, conn: Connection, tenant_id: str, user_ids: Iterable[str], *, create: bool
+    ) -> dict[str, bytes]:
         """The users' keys; missing ones are created when ``create`` (call with the head
-        locked) and left out otherwise."""
+        locked) and left out otherwise. Synchronous: the audit chain's commit calls it."""
         wanted = set(user_ids)
         if not wanted:
             return {}
-        rows = await conn.execute(
-            select(_k.user_id, _k.key_id, _k.blob).where(
-                _k.tenant_id == tenant_id, _k.user_id.in_(sorted(wanted))
-            )
-        )
+        rows = conn.execute(_KEYS, {"tenant": tenant_id, "users": sorted(wanted)})
         active = self._envelope.keyring().active_id
         found: dict[str, bytes] = {}
         for row in rows.all():
@@ -82,11 +88,11 @@ class Pseudonyms:
                 log.warning("an audit pseudonym key does not open; the user gets a new one")
                 continue
             if create and row.key_id != active:
-                await self._store(conn, tenant_id, row.user_id, found[row.user_id])
+                self._store(conn, tenant_id, row.user_id, found[row.user_id])
         if create:
             for user in wanted - set(found):
                 found[user] = secrets.token_bytes(32)
-                await self._store(conn, tenant_id, user, found[user])
+                self._store(conn, tenant_id, user, found[user])
         return found
 
     async def ref(self, conn: AsyncConnection, tenant_id: str, user_id: str) -> str | None:
@@ -111,7 +117,7 @@ class Pseudonyms:
             self._opened[cached] = key
         return key
 
-    async def _store(self, conn: AsyncConnection, tenant_id: str, user_id: str, key: bytes) -> None:
+    def _store(self, conn: Connection, tenant_id: str, user_id: str, key: bytes) -> None:
         blob = self._envelope.seal(key.hex().encode(), _ctx(tenant_id, user_id))
         values = {
             "tenant_id": tenant_id,
@@ -120,7 +126,8 @@ class Pseudonyms:
             "blob": blob,
             "created_at": utcnow(),
         }
-        await upsert(conn, audit_user_keys, values, keys=("tenant_id", "user_id"))
+        keys = ("tenant_id", "user_id")
+        conn.execute(upsert_statement(conn.dialect.name, audit_user_keys, values, keys=keys))
 
 
 async def rewrap_keys(engine: AsyncEngine, envelope: Envelope) -> int:

@@ -38,7 +38,7 @@ class Pruned:
 async def prune_tenant(svc: Services, tenant_id: str, cutoff: datetime) -> Pruned:
     signer = trail_of(svc).signer
     async with svc.engine.begin() as conn:
-        head = await lock_head(conn, tenant_id)
+        head = await conn.run_sync(lock_head, tenant_id)
         first_young = (
             await conn.execute(
                 select(func.min(_e.seq)).where(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import marshal
-from datetime import UTC, datetime
 from typing import Any
 
+from tokenbroker.audit.canonical import posix_time
+from tokenbroker.audit.chain import Prepared, prepared
 from tokenbroker.records import Event, Scalar
 
 # (type, tenant_id, actor, user_id, provider, connection_id, outcome, detail, at as POSIX time)
@@ -51,19 +52,11 @@ def _plain(value: Scalar) -> Scalar:
     return None
 
 
-_FIELDS = ("type", "tenant_id", "actor", "user_id", "provider", "connection_id", "outcome")
-_new = object.__new__
-
-
-def to_event(record: Record) -> Event:
-    """The event ``record`` was made from. Its detail was checked when the worker built the
-    event, so it is not checked again (``Event.__post_init__`` is most of an event's cost)."""
-    event = _new(Event)
-    fields = event.__dict__
-    fields.update(zip(_FIELDS, record, strict=False))
-    fields["detail"] = record[7]
-    fields["at"] = datetime.fromtimestamp(record[8], UTC)
-    return event
+def to_prepared(record: Record) -> Prepared:
+    """The writer process's side: ``record`` ready to be chained, without building the
+    :class:`Event` again (its detail was checked when the worker built it)."""
+    at, at_iso = posix_time(record[8])
+    return prepared(*record[:8], at, at_iso)
 
 
 def frame(message: tuple[Any, ...]) -> bytes:

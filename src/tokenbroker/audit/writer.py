@@ -7,6 +7,10 @@ after another in a fixed order). ``commit()`` queues the event and waits for the
 that very record: management flows use it (they read the table right after), and so does the
 gateway with ``audit.durability = "sync"``; a waiting commit cuts the window short.
 
+A commit is synchronous code (:func:`~tokenbroker.audit.chain.append_all`): on an async engine
+it runs inside ``run_sync``; on a blocking engine (SQLite in the audit writer process) it runs
+in a worker thread, so the event loop keeps reading records meanwhile.
+
 When the queue is full or the last commit failed, ``healthy`` turns false; the gateway then
 refuses new requests with 503 ``store_unavailable`` (``audit.on_failure = "deny"``) rather
 than proxy unrecorded. A failed batch is retried with backoff, never dropped; a process killed
@@ -23,9 +27,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenbroker.audit.chain import Prepared, append, prepare
+from tokenbroker.audit.chain import Prepared, append_all, prepare
 from tokenbroker.audit.pseudonyms import Pseudonyms
 from tokenbroker.clock import utcnow
 from tokenbroker.errors import StoreUnavailable
@@ -40,7 +45,7 @@ _Item = tuple[Prepared, float, "asyncio.Future[None] | None"]  # record, queued,
 class ChainedRecorder:
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: AsyncEngine | Engine,
         *,
         window: float = 0.05,
         max_queue: int = 50_000,
@@ -114,9 +119,12 @@ class ChainedRecorder:
             self._fail_waiters([self._queue[-1]])
         await asyncio.shield(done)
 
-    def enqueue(self, event: Event) -> None:
-        """Queue ``event`` without waiting (the writer process: its gateway waits instead)."""
-        self._put(event, None)
+    def enqueue(self, batch: Sequence[Prepared]) -> None:
+        """Queue records prepared elsewhere, without waiting (the writer process: its gateway
+        waits instead, and bounds what it has outstanding)."""
+        now = time.monotonic()
+        self._queue.extend([(item, now, None) for item in batch])
+        self._wake()
 
     def hurry(self) -> None:
         """Commit what is queued now rather than at the end of the window."""
@@ -127,6 +135,9 @@ class ChainedRecorder:
             self.lost += 1
             raise StoreUnavailable("the audit queue is full")
         self._queue.append((prepare(event, event.at or utcnow()), time.monotonic(), done))
+        self._wake()
+
+    def _wake(self) -> None:
         self._arrived.set()
         if self._task is None or self._task.done():
             self._task = None
@@ -195,10 +206,17 @@ class ChainedRecorder:
     async def _write(self, batch: Sequence[_Item]) -> None:
         by_tenant: dict[str, list[Prepared]] = {}
         for prepared, _, _ in batch:
-            by_tenant.setdefault(prepared.event.tenant_id, []).append(prepared)
-        async with self._engine.begin() as conn:
-            for tenant_id in sorted(by_tenant):  # a fixed lock order: no deadlock
-                await append(conn, tenant_id, by_tenant[tenant_id], self._pseudonyms)
+            by_tenant.setdefault(prepared.tenant_id, []).append(prepared)
+        engine = self._engine
+        if isinstance(engine, AsyncEngine):
+            async with engine.begin() as conn:
+                await conn.run_sync(append_all, by_tenant, self._pseudonyms)
+        else:
+            await asyncio.to_thread(self._write_blocking, engine, by_tenant)
+
+    def _write_blocking(self, engine: Engine, by_tenant: dict[str, list[Prepared]]) -> None:
+        with engine.begin() as conn:
+            append_all(conn, by_tenant, self._pseudonyms)
 
     async def flush(self) -> None:
         """Commit everything queued now (shutdown, erasure, tests)."""

@@ -27,12 +27,14 @@ import signal
 import socket
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tokenbroker.audit.process_recorder import SEND_INTERVAL
 from tokenbroker.audit.pseudonyms import Pseudonyms
-from tokenbroker.audit.wire import frame, read_frame, to_event
+from tokenbroker.audit.wire import frame, read_frame, to_prepared
 from tokenbroker.audit.writer import ChainedRecorder
 from tokenbroker.config import load_settings
-from tokenbroker.db.engine import create_engine
+from tokenbroker.db.engine import create_blocking_sqlite_engine, create_engine, is_sqlite
 from tokenbroker.observability.logging import configure_logging
 from tokenbroker.vault.envelope import Envelope
 
@@ -44,7 +46,12 @@ async def serve(sock: socket.socket, config: Path) -> None:
     from tokenbroker.vault.settings_keys import keyring_provider
 
     settings = load_settings(config)
-    engine = create_engine(settings.database_url, pool_size=2)
+    # SQLite: whole commits in one thread hand-off (see create_blocking_sqlite_engine);
+    # PostgreSQL: asyncpg, no threads at all.
+    url = settings.database_url
+    engine = (
+        create_blocking_sqlite_engine(url) if is_sqlite(url) else create_engine(url, pool_size=2)
+    )
     reader, writer = await asyncio.open_connection(sock=sock)
     committed = 0
 
@@ -66,8 +73,7 @@ async def serve(sock: socket.socket, config: Path) -> None:
     try:
         while (message := await read_frame(reader)) is not None:
             if message[0] == "records":
-                for record in message[1]:
-                    recorder.enqueue(to_event(record))
+                recorder.enqueue([to_prepared(record) for record in message[1]])
                 if message[2]:
                     recorder.hurry()
             elif message[0] == "flush":
@@ -88,7 +94,10 @@ async def serve(sock: socket.socket, config: Path) -> None:
         with contextlib.suppress(ConnectionError):
             writer.close()
             await writer.wait_closed()
-        await engine.dispose()
+        if isinstance(engine, AsyncEngine):
+            await engine.dispose()
+        else:
+            engine.dispose()
 
 
 def main() -> None:
