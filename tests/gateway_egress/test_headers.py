@@ -23,6 +23,7 @@ HOSTILE_REQUEST_HEADERS = [
     ("Cookie", "session=abc"),
     ("cookie", "session=abc"),
     ("Host", "evil.example"),
+    ("Content-Length", "0"),  # framing is the gateway's (request smuggling)
     ("X-Forwarded-Host", "evil.example"),
     ("X-Forwarded-For", "127.0.0.1"),
     ("X-Forwarded-Proto", "http"),

@@ -73,11 +73,11 @@ async def send(
     body: Body,
 ) -> UpstreamResponse:
     """Forward to ``base_url`` + ``target``; ``headers`` already filtered (framing is the
-    pool's: the agent's Content-Length is dropped here and set from the body)."""
+    pool's: the filter never passes the agent's Content-Length, the pool sets it from the
+    body)."""
     data: bytes | AsyncIterator[bytes] | None = body.data
     if body.stream is not None:
         data = body.chunks()
-    headers = [h for h in headers if h[0].lower() != "content-length"]
     return await pool.request(method, base_url, target, headers, data, body_length=body.length)
 
 

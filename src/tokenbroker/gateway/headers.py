@@ -46,7 +46,6 @@ REQUEST_ALLOWED: Final = frozenset(
         "cache-control",
         "content-encoding",
         "content-language",
-        "content-length",
         "content-type",
         "idempotency-key",
         "if-match",
@@ -117,6 +116,8 @@ NEVER_FORWARDED: Final = HOP_BY_HOP | frozenset(
         "as-user",
         "dropbox-api-select-user",
         "dropbox-api-select-admin",
+        # Framing is the gateway's: it sets Content-Length (or chunks) from the body it sends.
+        "content-length",
         # The gateway owns response-side fields.
         "set-cookie",
         "www-authenticate",
