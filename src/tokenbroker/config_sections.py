@@ -93,7 +93,8 @@ class LoginSettings:
     admin_claim_value: str | None = None
     admins: tuple[str, ...] = ()  # user ids that are admins
     allow_insecure_loopback: bool = False
-    session_ttl_seconds: int = 8 * 3600
+    session_ttl_seconds: int = 8 * 3600  # a web session ends this long after sign-in
+    session_idle_seconds: int = 3600  # ... or this long after its last page (0: never)
 
 
 def parse_refresh(raw: Mapping[str, Any]) -> RefreshSettings:
@@ -196,6 +197,7 @@ _LOGIN_KEYS = {
     "admins",
     "allow_insecure_loopback",
     "session_ttl_seconds",
+    "session_idle_seconds",
 }
 
 
@@ -237,4 +239,5 @@ def parse_login(
         admins=tuple(as_list(raw.get("admins"))),
         allow_insecure_loopback=insecure,
         session_ttl_seconds=int_value(raw, "session_ttl_seconds", 8 * 3600, where) or 8 * 3600,
+        session_idle_seconds=int_value(raw, "session_idle_seconds", 3600, where),
     )

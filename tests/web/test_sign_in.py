@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from harness import Harness
@@ -95,6 +96,37 @@ async def test_an_expired_session_is_refused_and_changes_nothing(
         assert "Nothing was changed" in body
         _, doc = await h.admin("GET", "/v1/connections?user_id=alice")
         assert len(doc["connections"]) == 1
+
+
+async def test_a_session_idle_for_longer_than_the_idle_timeout_ends(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        await sign_in(h, http)
+        assert h.svc is not None
+        idle = timedelta(seconds=3600)  # [login] session_idle_seconds, by default
+        async with h.svc.engine.begin() as conn:
+            await conn.execute(update(web_sessions).values(last_seen_at=h.svc.clock.now() - idle))
+        status, _, location = await get(http, f"{h.public_url}/connections")
+        assert status == 303
+        assert location is not None
+        assert location.startswith("/login")
+        assert await _session_rows(h) == []  # ended, not merely refused
+
+
+async def test_using_a_session_keeps_it_alive(tmp_path: Path, database_url: str) -> None:
+    async with web_broker(tmp_path, database_url) as h, browser(h) as http:
+        await sign_in(h, http)
+        assert h.svc is not None
+        before = h.svc.clock.now() - timedelta(seconds=3000)  # idle, but not for an hour
+        async with h.svc.engine.begin() as conn:
+            await conn.execute(update(web_sessions).values(last_seen_at=before))
+        status, _, _ = await get(http, f"{h.public_url}/connections")
+        assert status == 200
+        (row,) = await _session_rows(h)
+        seen = row["last_seen_at"]
+        assert isinstance(seen, datetime)
+        assert seen > before + timedelta(seconds=2900)  # the idle clock starts again
 
 
 async def test_sign_out_ends_the_session(tmp_path: Path, database_url: str) -> None:

@@ -346,6 +346,7 @@ web_sessions = Table(
     Column("next_path", Text(), nullable=True),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=True),  # for the idle timeout
     Index("ix_web_sessions_expires_at", "expires_at"),
 )
 

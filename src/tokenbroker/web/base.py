@@ -64,6 +64,11 @@ class Pages:
     ) -> web.Response:
         return self.render(request, "message.html", status=status, heading=heading, message=message)
 
+    def idle_seconds(self, tenant_id: str) -> int:
+        """How long a web session of ``tenant_id`` may go unused (0: no idle timeout)."""
+        login = self.logins.settings(tenant_id)
+        return login.session_idle_seconds if login is not None else 0
+
 
 PAGES = web.AppKey("web_pages", Pages)
 
@@ -139,7 +144,8 @@ def page(*, signed_in: bool = True, admin: bool = False) -> Callable[[Handler], 
 async def _guarded(
     request: web.Request, pages: Pages, handler: Handler, signed_in: bool, admin: bool
 ) -> web.StreamResponse:
-    session = await store.load(pages.svc, request.cookies.get(pages.session_cookie))
+    cookie = request.cookies.get(pages.session_cookie)
+    session = await store.load(pages.svc, cookie, idle_seconds=pages.idle_seconds)
     request[STATE] = state = PageState(session)
     if request.method == "POST":
         form = Form({k: v for k, v in (await request.post()).items() if isinstance(v, str)})

@@ -1,5 +1,9 @@
 """Server-side web sessions: the cookie holds a random secret, the row only its SHA-256.
 
+A session ends ``session_ttl_seconds`` after sign-in, or ``session_idle_seconds`` after the
+last page it loaded, whichever comes first; the time of use is written at most once a minute
+(``SEEN_PRECISION_SECONDS``), not on every page.
+
 A row without ``user_id`` is a sign-in in progress (its ``state_hash`` is the OIDC ``state``);
 signing in deletes it and creates a new signed-in row under a new secret (rotation), so a
 cookie planted before sign-in is worthless after it. The CSRF token of a session is derived
@@ -11,16 +15,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from tokenbroker.db.schema import web_sessions
 from tokenbroker.ids import digest, new_id, new_secret_value
 from tokenbroker.services import Services
 
 LOGIN_TTL_SECONDS = 600
+SEEN_PRECISION_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -119,13 +125,17 @@ async def sign_in(
                 state_hash=None,
                 expires_at=now + timedelta(seconds=ttl_seconds),
                 created_at=now,
+                last_seen_at=now,
             )
         )
     return secret
 
 
-async def load(svc: Services, secret: str | None) -> WebSession | None:
-    """The signed-in, unexpired session of this cookie secret, or None."""
+async def load(
+    svc: Services, secret: str | None, *, idle_seconds: Callable[[str], int]
+) -> WebSession | None:
+    """The signed-in, unexpired session of this cookie secret, or None. ``idle_seconds`` gives
+    a tenant's idle timeout (0: none); a session idle for longer is deleted."""
     if not secret or len(secret) > 128:
         return None
     async with svc.engine.connect() as conn:
@@ -137,8 +147,20 @@ async def load(svc: Services, secret: str | None) -> WebSession | None:
     if row is None:
         return None
     m = row._mapping
-    if m["user_id"] is None or m["expires_at"] <= svc.clock.now():
+    now = svc.clock.now()
+    if m["user_id"] is None or m["expires_at"] <= now:
         return None
+    seen: datetime = m["last_seen_at"] or m["created_at"]
+    idle = idle_seconds(m["tenant_id"])
+    if idle and now - seen >= timedelta(seconds=idle):
+        async with svc.engine.begin() as conn:
+            await conn.execute(delete(web_sessions).where(web_sessions.c.id == m["id"]))
+        return None
+    if now - seen >= timedelta(seconds=SEEN_PRECISION_SECONDS):
+        async with svc.engine.begin() as conn:
+            await conn.execute(
+                update(web_sessions).where(web_sessions.c.id == m["id"]).values(last_seen_at=now)
+            )
     return WebSession(
         id=m["id"],
         tenant_id=m["tenant_id"],
