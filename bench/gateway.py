@@ -61,6 +61,10 @@ from types import FrameType
 from typing import Any
 
 import aiohttp
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tokenbroker.db.engine import async_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -1040,6 +1044,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def ensure_postgres_database(database_url: str | None) -> None:
+    """Create the PostgreSQL database ``--database-url`` names if it does not exist yet (a
+    fresh machine); an existing one is used as it is, never dropped."""
+    if not database_url or not database_url.startswith(("postgresql", "postgres")):
+        return
+    url = make_url(async_url(database_url))
+    name = url.database
+    if not name:
+        raise BenchError("--database-url must name a database")
+
+    async def create() -> None:
+        server = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            async with server.connect() as conn:
+                query = text("SELECT 1 FROM pg_database WHERE datname = :name")
+                if (await conn.execute(query, {"name": name})).first() is None:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await server.dispose()
+
+    asyncio.run(create())
+
+
 @contextlib.contextmanager
 def database_on_load_core(database_url: str | None) -> Iterator[str]:
     """A PostgreSQL server on this machine runs on the load core while measuring, as it would
@@ -1086,6 +1113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tokenbroker-bench-"))
     procs = Processes(tmp)
     try:
+        ensure_postgres_database(args.database_url)
         with stop_on_sigterm(), database_on_load_core(args.database_url) as database:
             args.database_note = database
             run = Run(args, tmp, procs)
