@@ -45,6 +45,28 @@ class Event:
             if isinstance(value, Secret) or not isinstance(value, Scalar):
                 raise TypeError(f"event detail {key!r} must be a plain scalar")
 
+    @classmethod
+    def of_plain(
+        cls,
+        type_: str,
+        tenant_id: str,
+        actor: str | None,
+        user_id: str | None,
+        provider: str | None,
+        connection_id: str | None,
+        outcome: str | None,
+        detail: dict[str, Scalar],
+    ) -> Event:
+        """An event whose detail the caller built from values of exactly the plain types, so
+        nothing needs checking (the gateway's two records per request): a quarter of what the
+        frozen dataclass's ``__init__`` and ``__post_init__`` cost."""
+        event = object.__new__(cls)
+        event.__dict__.update(
+            type=type_, tenant_id=tenant_id, actor=actor, user_id=user_id, provider=provider,
+            connection_id=connection_id, outcome=outcome, detail=detail, at=None,
+        )  # fmt: skip
+        return event
+
 
 class Recorder(Protocol):
     async def record(self, event: Event) -> None: ...

@@ -355,15 +355,15 @@ class Gateway:
             detail["bytes_in"] = call.bytes_in
             detail["bytes_out"] = call.bytes_out
             detail["latency_ms"] = round((time.perf_counter() - call.started) * 1000, 3)
-        return Event(
-            type=type_,
-            tenant_id=session.tenant_id,
-            actor=f"agent:{session.agent_id}",
-            user_id=session.user_id,
-            provider=call.provider,
-            connection_id=call.connection.id if call.connection else None,
-            outcome="allowed" if status is None else f"status:{status}",
-            detail=detail,
+        return Event.of_plain(
+            type_,
+            session.tenant_id,
+            f"agent:{session.agent_id}",
+            session.user_id,
+            call.provider,
+            call.connection.id if call.connection else None,
+            "allowed" if status is None else f"status:{status}",
+            detail,
         )
 
     async def _denied(self, call: _Call, method: str, exc: TokenBrokerError) -> None:
