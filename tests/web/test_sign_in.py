@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from aiohttp import ClientSession
 from harness import Harness
 from sqlalchemy import select, update
 from webpages import browser, csrf, get, post, sign_in, web_broker
@@ -155,3 +156,52 @@ async def test_admin_pages_need_the_admin_role(tmp_path: Path, database_url: str
         async with h.svc.engine.connect() as conn:
             kinds = {r.type for r in await conn.execute(select(events.c.type))}
         assert "web.signed_in" in kinds
+
+
+async def _sign_in_at(h: Harness, http: ClientSession, tenant: str, user: str) -> None:
+    assert h.state is not None
+    h.state.behaviour.auto_approve_user = user
+    status, _, to_provider = await get(http, f"{h.public_url}/login?tenant={tenant}")
+    assert status == 303
+    assert to_provider is not None
+    status, body, to_callback = await get(http, to_provider)
+    assert status == 302, body
+    assert to_callback is not None
+    status, body, _ = await get(http, to_callback)
+    assert status == 303, body
+
+
+async def test_a_tenant_signs_in_at_its_own_login_and_sees_only_its_own(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``/login?tenant=b`` signs in at tenant b's ``[tenants.b.login]``: the session belongs to
+    tenant b, and alice of tenant b does not see alice of the default tenant."""
+    h = Harness(tmp=tmp_path, database_url=database_url)
+    try:
+        tenant_b = {"admin_key_env": "TB_ADMIN_B", "login": h.login_config(admins=["alice"])}
+        await h.start(
+            login=h.login_config(),
+            tenants={"b": tenant_b},
+            connect={"user_verifier_url": None},
+        )
+        await h.connect("alice")  # in the default tenant
+        _, listed = await h.admin("GET", "/v1/connections?user_id=alice")
+        connection_id = listed["connections"][0]["id"]
+        async with browser(h) as http:
+            await _sign_in_at(h, http, "b", "alice")
+            (row,) = await _session_rows(h)
+            assert (row["tenant_id"], row["user_id"], row["is_admin"]) == ("b", "alice", True)
+            status, body, _ = await get(http, f"{h.public_url}/connections")
+            assert status == 200
+            assert connection_id not in body
+        async with browser(h) as http:  # the same person in the default tenant sees it
+            await _sign_in_at(h, http, "default", "alice")
+            status, body, _ = await get(http, f"{h.public_url}/connections")
+            assert status == 200
+            assert connection_id in body
+        async with browser(h) as http:
+            status, body, _ = await get(http, f"{h.public_url}/login?tenant=nope")
+            assert status == 404
+            assert "not configured" in body
+    finally:
+        await h.stop()
