@@ -31,6 +31,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/audit_writer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -6,6 +6,7 @@ base(s) or a connect-time variable that was checked against the template's host 
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import urlsplit
 
@@ -58,9 +59,19 @@ def base_url_for(spec: ProviderSpec, base: str | None, connection: Connection | 
             raise DestinationNotAllowed(
                 f"provider {spec.name!r} API base needs connect-time values"
             )
+    checked = _usable_base(url)
+    if checked is None:
+        raise DestinationNotAllowed(f"provider {spec.name!r} API base is not a URL")
+    return checked
+
+
+@functools.lru_cache(maxsize=4096)
+def _usable_base(url: str) -> str | None:
+    """``url`` without a trailing slash when it is an http(s) URL with a host, else None;
+    cached, since every request asks again for one of a few bases."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise DestinationNotAllowed(f"provider {spec.name!r} API base is not a URL")
+        return None
     return url.rstrip("/")
 
 
