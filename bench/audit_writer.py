@@ -2,8 +2,9 @@
 
 A real writer process (``python -m tokenbroker.audit.writer_process``, SQLite) gets the
 gateway's two records per request (``proxy.started``, ``proxy.finished``) as a worker sends
-them: one frame every 5 ms, at a steady rate. Its CPU (every thread, from ``/proc``) per record
-covers decoding, canonical encoding, pseudonyms, hashing and the group commit.
+them: one frame per commit window (``--window-ms``), at a steady rate. Its CPU (every thread,
+from ``/proc``) per record covers decoding, canonical encoding, pseudonyms, hashing and the
+group commit.
 
 The baseline, measured in the same run on the same core, is the floor of any writer in Python:
 the very rows the writer committed, inserted again into an empty database of the same schema
@@ -27,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from tokenbroker.audit.process_recorder import SEND_INTERVAL
 from tokenbroker.audit.wire import Record, frame
 from tokenbroker.records import Scalar
 from tokenbroker.vault.keyring import create_key_file
@@ -87,7 +87,7 @@ def migrated(tmp: Path, name: str) -> Path:
     return config
 
 
-def run_writer(config: Path, records: int, rate: float) -> tuple[float, float]:
+def run_writer(config: Path, records: int, rate: float, window: float) -> tuple[float, float]:
     """(writer CPU seconds per record, seconds) for ``records`` records at ``rate``/s."""
     ours, theirs = socket.socketpair()
     env = {**os.environ, "TB_ADMIN": ADMIN_KEY}
@@ -104,7 +104,7 @@ def run_writer(config: Path, records: int, rate: float) -> tuple[float, float]:
 
     if message() != ("ready",):
         raise SystemExit("the writer process did not start")
-    per_frame = max(2, round(rate * SEND_INTERVAL) // 2 * 2)
+    per_frame = max(2, round(rate * window) // 2 * 2)
     start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
     sent = 0
     while sent < records:
@@ -155,8 +155,9 @@ def main() -> int:
         create_key_file(tmp / "tokenbroker.keys")
         writer_config = migrated(tmp, "writer")
         migrated(tmp, "bare")
-        per_record, took = run_writer(writer_config, args.records, args.rate)
-        commit_rows = max(1, round(args.rate * (args.window_ms / 1000 - SEND_INTERVAL)))
+        window = args.window_ms / 1000
+        per_record, took = run_writer(writer_config, args.records, args.rate, window)
+        commit_rows = max(2, round(args.rate * window) // 2 * 2)
         os.sched_setaffinity(0, {WRITER_CORE})
         per_row = bare_insert(tmp / "writer.db", tmp / "bare.db", commit_rows)
     finally:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,8 +18,8 @@ from typing import Any
 
 import pytest
 from agents import proxy, ready
-from harness import Harness, free_port, running
-from sqlalchemy import select, text
+from harness import ENV, Harness, free_port, running
+from sqlalchemy import func, select, text
 from trail_support import Worker, children_of, cli_config, until_gone
 
 from tokenbroker.audit.process_recorder import ProcessRecorder, WriterProcessExited
@@ -26,6 +27,7 @@ from tokenbroker.audit.trail import open_gateway_recorder, trail_of
 from tokenbroker.audit.verify import verify_tenant
 from tokenbroker.db.schema import events
 from tokenbroker.errors import ConfigError
+from tokenbroker.records import Event
 
 
 @asynccontextmanager
@@ -155,6 +157,48 @@ async def test_a_killed_writer_process_is_replaced_and_loses_nothing(
             found = await until_recorded(h, answered, timeout=20)
             assert set(found) == answered
             assert any("audit writer process exited" in line.decode() for line in broker.lines)
+
+
+async def test_a_worker_sends_a_window_of_records_at_once_in_time_for_its_commit(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records wait in the worker for most of their window and go in one frame (one wake-up
+    and one commit of the writer per window, not one per record), yet each is committed by the
+    end of its window: what a worker killed outright could lose stays within one window."""
+    window, allowance = 0.4, 0.2
+    for name, value in ENV.items():  # what the writer process needs to read the configuration
+        monkeypatch.setenv(name, value)
+    async with running(tmp_path, database_url) as h:
+        assert h.svc is not None
+        recorder = ProcessRecorder(cli_config(h), window=window)
+        await recorder.start()
+        committed: dict[int, float] = {}  # records in the table -> when first seen
+        put: list[float] = []
+
+        async def watch() -> None:
+            assert h.svc is not None
+            while True:
+                async with h.svc.engine.connect() as conn:
+                    found = select(func.count()).where(events.c.type == "test.tick")
+                    count = int((await conn.execute(found)).scalar_one())
+                committed.setdefault(count, time.monotonic())
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            for i in range(60):  # 1.2 s: three windows
+                put.append(time.monotonic())
+                await recorder.record(Event("test.tick", "default", detail={"i": i}))
+                await asyncio.sleep(0.02)
+            await recorder.flush()
+            await asyncio.sleep(0.05)
+        finally:
+            watcher.cancel()
+            await recorder.close()
+        assert recorder.frames_sent <= 8, recorder.frames_sent  # a frame per 20 ms would be 60
+        for number, at in enumerate(put, start=1):
+            seen = min(when for count, when in committed.items() if count >= number)
+            assert seen - at <= window + allowance, (number, seen - at)
 
 
 async def test_a_writer_process_that_cannot_start_is_an_error(tmp_path: Path) -> None:

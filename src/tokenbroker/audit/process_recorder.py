@@ -3,15 +3,17 @@
 Encoding, hashing and committing two records per proxied request took about a third of a
 gateway worker's CPU time (``bench/gateway.py``). With ``[audit] writer = "process"`` a worker
 instead hands each record to its writer process (:mod:`tokenbroker.audit.writer_process`):
-a tuple, sent with the others of the same few milliseconds (``SEND_INTERVAL``) in one frame:
-one system call and one wake-up of the writer per frame, not per record (on a virtual
-machine, waking a process on another core per request cost more than the audit it moved).
-The writer process starts its commit window that much earlier, so a record is still committed
-within one window of being queued. The worker keeps every record until the writer reports it
-committed, so it keeps the in-process writer's guarantees:
+a tuple, kept in the worker's outbox and sent with the others of the same commit window in
+one frame, just early enough for the writer to commit it by the end of that window. The writer
+commits each frame as it arrives, so a window costs one system call, one wake-up of the writer
+and one commit. (On a virtual machine each wake-up of a process on another core costs more than
+the audit work it carries: a frame every 5 ms took a fifth of the writer's CPU,
+``bench/audit_writer.py``.) How early is learnt: the time from sending a frame to its commit
+being reported, with a margin, at most half a window. The worker keeps every record until the
+writer reports it committed, so it keeps the in-process writer's guarantees:
 
 - ``sync`` durability and management-style waits get their answer once the record is
-  committed (the writer commits at once when asked to);
+  committed (their record is sent at once and the writer commits it at once);
 - back-pressure: when the oldest unconfirmed record is more than two windows old, callers
   wait for the commit, as with :class:`~tokenbroker.audit.writer.ChainedRecorder`;
 - ``healthy`` is false while the writer reports failing commits, while it is being
@@ -21,7 +23,8 @@ committed, so it keeps the in-process writer's guarantees:
   confirmed, can therefore appear twice, never zero times).
 
 Records already handed over survive the worker being killed: the writer commits what it has
-received when the worker's end of the socket closes.
+received when the worker's end of the socket closes. A worker killed outright loses what was
+still in its outbox: records younger than one window, as the in-process writer would.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from tokenbroker.records import Event
 log = logging.getLogger("tokenbroker.audit")
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
-SEND_INTERVAL = 0.005  # seconds a record may wait in the worker before it is sent
 SEND_AT_MOST = 1000  # records: a fuller outbox is sent at once
+LEARN_FROM = 16  # frames: the commit delay the send time allows for is the longest of these
 
 
 class WriterProcessExited(RuntimeError):
@@ -64,6 +67,11 @@ class ProcessRecorder:
         self._confirmed = 0  # every record up to this number is committed
         self._base = 0  # records confirmed by earlier writer processes
         self._outbox: list[Record] = []
+        # A record waits in the outbox this long; the writer then has the rest of the window to
+        # commit it (see _learn). Half a window until the first commits have been timed.
+        self._send_after = window / 2
+        self._in_flight: deque[tuple[int, float]] = deque()  # (last record number, sent at)
+        self._commit_delays: deque[float] = deque(maxlen=LEARN_FROM)
         self._urgent = False
         self._scheduled: asyncio.TimerHandle | asyncio.Handle | None = None
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -74,6 +82,7 @@ class ProcessRecorder:
         self._stream: asyncio.StreamWriter | None = None
         self._listener: asyncio.Task[None] | None = None
         self.lost = 0
+        self.frames_sent = 0  # frames of records handed to writer processes
 
     @property
     def healthy(self) -> bool:
@@ -114,6 +123,7 @@ class ProcessRecorder:
         self._listener = asyncio.create_task(self._listen(reader, proc))
         if self._unconfirmed:  # a restart: everything not confirmed goes again, in order
             self._outbox = []
+            self._in_flight.clear()
             stream.write(frame(("records", [r for _, _, r in self._unconfirmed], True)))
 
     async def _listen(self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process) -> None:
@@ -146,6 +156,7 @@ class ProcessRecorder:
         self._failing = failing
         if confirmed > self._confirmed:
             self._confirmed = confirmed
+            self._learn(confirmed)
             unconfirmed, waiters = self._unconfirmed, self._waiters
             while unconfirmed and unconfirmed[0][0] <= confirmed:
                 unconfirmed.popleft()
@@ -155,6 +166,17 @@ class ProcessRecorder:
                     done.set_result(None)
         if failing:
             self._fail_waiters()
+
+    def _learn(self, confirmed: int) -> None:
+        """Time the frames now committed. A record is sent when it is ``window - margin`` old,
+        the margin being 1.25 times the longest recent delay from sending to the commit being
+        reported (at most half a window): it is then committed by the end of its window."""
+        in_flight, now, delays = self._in_flight, time.monotonic(), self._commit_delays
+        while in_flight and in_flight[0][0] <= confirmed:
+            delays.append(now - in_flight.popleft()[1])
+        if delays:
+            margin = min(1.25 * max(delays), self._window / 2)
+            self._send_after = self._window - margin
 
     def _fail_waiters(self) -> None:
         """Waiters learn at once that the trail cannot be written; their records stay."""
@@ -232,7 +254,7 @@ class ProcessRecorder:
             if scheduled is None:
                 self._scheduled = asyncio.get_running_loop().call_soon(self._send)
         elif scheduled is None:
-            self._scheduled = asyncio.get_running_loop().call_later(SEND_INTERVAL, self._send)
+            self._scheduled = asyncio.get_running_loop().call_later(self._send_after, self._send)
         return number
 
     def _send(self) -> None:
@@ -243,6 +265,8 @@ class ProcessRecorder:
         urgent, self._urgent = self._urgent, False
         if batch and self._alive and self._stream is not None:
             self._stream.write(frame(("records", batch, urgent)))
+            self._in_flight.append((self._put_count, time.monotonic()))
+            self.frames_sent += 1
         # Not alive: the records wait in self._unconfirmed and go to the next writer process.
 
     async def _until(self, number: int) -> None:

@@ -1,7 +1,9 @@
 """The audit writer process: ``python -m tokenbroker.audit.writer_process --fd N CONFIG``.
 
 A gateway worker (``[audit] writer = "process"``, the default for ``tokenbroker serve``) starts
-one and hands it its records over a socket pair (:mod:`tokenbroker.audit.wire`). Here they go
+one and hands it its records over a socket pair (:mod:`tokenbroker.audit.wire`), about one
+frame per commit window, sent just in time for the commit (see
+:mod:`tokenbroker.audit.process_recorder`). Here they go
 through the same :class:`~tokenbroker.audit.writer.ChainedRecorder` as in-process: canonical
 encoding, pseudonyms, hashing and the group commit run on another core, not on the worker's
 event loop. After each commit this process reports how many records are durable, and whether
@@ -29,7 +31,6 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenbroker.audit.process_recorder import SEND_INTERVAL
 from tokenbroker.audit.pseudonyms import Pseudonyms
 from tokenbroker.audit.wire import frame, read_frame, to_prepared
 from tokenbroker.audit.writer import ChainedRecorder
@@ -63,8 +64,10 @@ async def serve(sock: socket.socket, config: Path) -> None:
 
     recorder = ChainedRecorder(
         engine,
-        # Records wait up to SEND_INTERVAL in the worker before they arrive here.
-        window=max(settings.audit.commit_window_ms / 1000 - SEND_INTERVAL, 0.001),
+        # The worker holds records for most of their window and sends them just in time to be
+        # committed by its end (process_recorder.py): what arrives is committed at once, and
+        # what arrives during a commit goes into the next one.
+        window=0.0,
         pseudonyms=Pseudonyms(Envelope(keyring_provider(settings))),
         on_progress=progress,
         max_queue=2**62,  # the worker bounds what it has outstanding
