@@ -43,7 +43,7 @@ from tokenbroker.gateway.headers import (
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.paths import normalize_path
 from tokenbroker.gateway.provider_rules import ProviderRules
-from tokenbroker.gateway.ratelimit import Limit, RateLimiter
+from tokenbroker.gateway.ratelimit import Limit, MemoryRateLimiter, RateLimiter
 from tokenbroker.gateway.stages import Stages
 from tokenbroker.gateway.target import (
     auth_header,
@@ -95,6 +95,8 @@ class Gateway:
         self._svc = svc
         self._lookups = lookups
         self._limiter = limiter
+        # The in-process limiter answers synchronously: no coroutine per hit on the hot path.
+        self._hit_now = limiter.hit_now if isinstance(limiter, MemoryRateLimiter) else None
         self._upstream = upstream
         self._recorder = recorder
         self._audit_healthy = audit_healthy
@@ -314,7 +316,8 @@ class Gateway:
             (f"u:{session.tenant_id}:{session.user_id}:{provider}", self._user_limit),
             (f"a:{session.tenant_id}:{session.agent_id}", self._agent_limit),
         ):
-            verdict = await self._limiter.hit(key, limit)
+            hit_now = self._hit_now
+            verdict = hit_now(key, limit) if hit_now else await self._limiter.hit(key, limit)
             if not verdict.allowed:
                 raise RateLimited(
                     "too many requests: slow down", retry_after=int(verdict.retry_after) + 1
