@@ -284,3 +284,50 @@ async def test_provider_down_during_refresh_answers_503_with_retry_after(
         status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
         assert (status, json.loads(body)["error"]) == (503, "provider_unavailable")
         assert int(headers["Retry-After"]) >= 1
+
+
+async def test_a_users_calls_beyond_the_rate_limit_get_429_and_reach_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The bucket per user and provider: a burst of 3, then 429 ``rate_limited`` with
+    Retry-After, before the upstream; another user of the same agent keeps their own bucket."""
+    limits = {"gateway": {"user_burst": 3, "user_rate_per_second": 1}}
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **limits) as h:
+        token, made = await ready(h)
+        await h.connect("bob", ["files:read"])
+        await grant(h, made["id"], ["files:read"], user_id="bob")
+        bob = await session(h, made["id"], "bob")
+        for _ in range(3):
+            assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        before = h.counter("api_calls")
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (429, "rate_limited"), body
+        assert headers["TokenBroker-Error"] == "rate_limited"
+        assert int(headers["Retry-After"]) >= 1
+        assert h.counter("api_calls") == before  # refused before the upstream
+        assert (await proxy(h, bob, "GET", "/proxy/acme/files"))[0] == 200
+
+
+async def test_an_agents_calls_beyond_its_rate_limit_get_429_whichever_user_it_acts_for(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The bucket per agent spans its users: two calls for alice and one for bob use the
+    agent's burst of 3; the next, for either, is refused before the upstream."""
+    limits = {"gateway": {"agent_burst": 3, "agent_rate_per_second": 1}}
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **limits) as h:
+        alice, made = await ready(h)
+        await h.connect("bob", ["files:read"])
+        await grant(h, made["id"], ["files:read"], user_id="bob")
+        bob = await session(h, made["id"], "bob")
+        for token in (alice, alice, bob):
+            assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        before = h.counter("api_calls")
+        for token in (bob, alice):
+            status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+            assert (status, json.loads(body)["error"]) == (429, "rate_limited"), body
+            assert int(headers["Retry-After"]) >= 1
+        assert h.counter("api_calls") == before
+        other = await agent(h, "other-agent")
+        await grant(h, other["id"], ["files:read"])
+        fresh = await session(h, other["id"])
+        assert (await proxy(h, fresh, "GET", "/proxy/acme/files"))[0] == 200
