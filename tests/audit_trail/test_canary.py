@@ -1,5 +1,6 @@
-"""Canary: no token the provider issued, nor any 8 characters of one, reaches the database in
-the clear, the logs or the exported audit trail."""
+"""Canary: no token the provider issued, no secret of the broker's own (agent secret, agent
+session token, admin key), nor any 8 characters of one, reaches the database in the clear, the
+logs or the exported audit trail."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from agents import GATEWAY_CONFIG, proxy, ready
-from harness import running
+from harness import ADMIN_KEY, running
 from sqlalchemy import select
 from trail_support import flush
 
@@ -29,7 +30,7 @@ async def test_no_token_reaches_the_database_logs_or_export(
     async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
         assert h.svc is not None
         assert h.state is not None
-        token, _ = await ready(h)
+        token, made = await ready(h)
         for _ in range(3):
             assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
         status, doc = await h.admin("GET", "/v1/connections?user_id=alice")
@@ -44,6 +45,9 @@ async def test_no_token_reaches_the_database_logs_or_export(
 
         issued = [*h.state.access_tokens, *h.state.refresh_tokens, *h.state.codes]
         assert len(issued) >= 3
+        # The broker's own secrets too: the agent's secret (its random part: the rest is the
+        # agent's public id, ``tba.<id>.<random>``), its session token, the admin key.
+        issued += [made["secret"].rsplit(".", 1)[1], token, ADMIN_KEY]
         pieces = set().union(*(_pieces(t) for t in issued))
 
         dump: list[str] = []

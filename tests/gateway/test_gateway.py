@@ -269,6 +269,11 @@ async def test_a_connection_that_needs_reauth_answers_authorization_required(
             "needs_reauth",
         )
         assert answer["authorization_url"].startswith(h.public_url)
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 403  # asks again
+        # The user follows the agent's link; the agent's very next call goes through (every
+        # replica's cached "needs_reauth" is dropped when the connection is stored again).
+        await h.complete(answer["authorization_url"])
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
 
 
 async def test_provider_down_during_refresh_answers_503_with_retry_after(

@@ -156,3 +156,23 @@ async def test_revocation_reaches_another_replica_within_a_second(
         assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 403  # at once here
         await asyncio.sleep(1.0)
         assert (await proxy(h, token, "GET", "/proxy/acme/files", port=replica))[0] == 403
+
+
+async def test_a_revoked_session_stops_on_another_replica_within_a_second(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        await h.connect("alice", ["files:read"])
+        made = await agent(h)
+        await grant(h, made["id"], ["files:read"])
+        status, doc = await h.admin(
+            "POST", "/v1/agent-sessions", {"user_id": "alice", "agent_id": made["id"]}
+        )
+        assert status == 201, doc
+        token = doc["token"]
+        replica = await h.start_replica()
+        assert (await proxy(h, token, "GET", "/proxy/acme/files", port=replica))[0] == 200
+        await h.admin("DELETE", f"/v1/agent-sessions/{doc['id']}")  # on the first replica
+        assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 401  # at once here
+        await asyncio.sleep(1.0)
+        assert (await proxy(h, token, "GET", "/proxy/acme/files", port=replica))[0] == 401

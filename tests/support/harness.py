@@ -259,7 +259,12 @@ class Harness:
     async def connect(self, user_id: str = "alice", scopes: list[str] | None = None) -> Any:
         """The whole happy path, confirmation included; returns the connection JSON."""
         session = await self.start_connect(user_id, scopes)
-        done = await self.callback(await self.authorize(session["authorization_url"]))
+        return await self.complete(session["authorization_url"], user_id)
+
+    async def complete(self, link: str, user_id: str = "alice") -> Any:
+        """Follow a connect link as ``user_id``: approve at the provider, confirm the account;
+        returns the connection JSON."""
+        done = await self.callback(await self.authorize(link))
         assert done.status == 302, await done.text()
         query = parse_qs(urlsplit(done.headers["Location"]).query)
         status, doc = await self.admin(

@@ -107,4 +107,7 @@ async def store_held_grant(svc: Services, conn: AsyncConnection, held: HeldGrant
     if existing is not None and "id_token" not in pending:
         await svc.sealed.delete_field(conn, "connection", connection_id, "id_token")
     await svc.sealed.delete_owner(conn, held.owner_kind, held.owner_id)
+    # Every replica's gateway drops what it cached of this user's connection (a "none", or a
+    # status of needs_reauth, or fewer scopes): the agent the user just authorized can go on.
+    await svc.bus.publish(conn, "connection", connection_id)
     return connection_id

@@ -64,7 +64,9 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
         status = behaviour.api_failures.pop(0)
         if status == 401:
             return bearer_error(401, "invalid_token", "injected fault")
-        return web.json_response({"error": "injected_fault"}, status=status)
+        wait = behaviour.api_retry_after if status in (429, 503) else None
+        headers = {"Retry-After": wait} if wait is not None else None
+        return web.json_response({"error": "injected_fault"}, status=status, headers=headers)
     if behaviour.api_redirect_to is not None:
         return web.Response(status=302, headers={"Location": behaviour.api_redirect_to})
     token = bearer_token(request)

@@ -89,6 +89,7 @@ class DemoBehaviour:
     revoke_failures: list[int] = field(default_factory=list)
     # Demo API.
     api_failures: list[int] = field(default_factory=list)
+    api_retry_after: str | None = None  # sent with an injected 429 or 503
     api_redirect_to: str | None = None
 
     def merge(self, changes: dict[str, Any]) -> None:
