@@ -273,3 +273,34 @@ async def test_an_upstream_429_passes_through_with_its_retry_after_capped(
             assert status == 429
             assert "TokenBroker-Error" not in headers  # the upstream's own answer
             assert headers["Retry-After"] == relayed
+
+
+async def test_a_named_api_base_is_chosen_by_the_path_and_its_operations_are_its_own(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``/proxy/acme:v2/...`` goes to the ``v2`` base (here the API's ``/echo`` prefix); an
+    operation declared for that base matches only there."""
+    h = Harness(tmp=tmp_path, database_url=database_url)
+    v2_echo = {
+        "name": "v2.echo",
+        "method": "GET",
+        "path": "/{rest*}",
+        "scopes": ["files:read"],
+        "base": "v2",
+    }
+    provider = {
+        "operations": [*GATEWAY_CONFIG["provider"]["operations"], v2_echo],
+        "api_bases": {"v2": f"http://127.0.0.1:{h.api_port}/echo"},
+    }
+    try:
+        await h.start(provider=provider)
+        token, _ = await ready(h, ["files:read"], operations=["v2.echo"])
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme:v2/items/7")
+        assert status == 200, body
+        assert json.loads(body)["raw_path"] == "/echo/items/7"
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme/echo/items/7")
+        assert (status, json.loads(body)["reason"]) == (403, "operation_not_granted")
+        status, _, body = await proxy(h, token, "GET", "/proxy/acme:v3/items/7")
+        assert (status, json.loads(body)["error"]) == (403, "destination_not_allowed")
+    finally:
+        await h.stop()
