@@ -304,3 +304,20 @@ async def test_a_named_api_base_is_chosen_by_the_path_and_its_operations_are_its
         assert (status, json.loads(body)["error"]) == (403, "destination_not_allowed")
     finally:
         await h.stop()
+
+
+async def test_a_silent_upstream_gets_504_and_an_answer_over_the_cap_502(
+    tmp_path: Path, database_url: str
+) -> None:
+    limits = {"gateway": {"read_timeout_seconds": 1, "max_response_body_bytes": 64}}
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **limits) as h:
+        token, _ = await ready(h, ["files:read"])
+        assert h.state is not None
+        h.state.behaviour.api_delay_seconds = 2.0
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (504, "upstream_timeout"), body
+        assert headers["TokenBroker-Error"] == "upstream_timeout"
+        h.state.behaviour.api_delay_seconds = 0.0
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")  # ~180 bytes
+        assert (status, json.loads(body)["error"]) == (502, "upstream_error"), body
+        assert headers["TokenBroker-Error"] == "upstream_error"

@@ -6,6 +6,7 @@ Every response carries ``X-Demo: true``.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -60,6 +61,8 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     state = request.app[STATE_KEY]
     state.count("api_calls")
     behaviour = state.behaviour
+    if behaviour.api_delay_seconds > 0:
+        await asyncio.sleep(behaviour.api_delay_seconds)
     if behaviour.api_failures:
         status = behaviour.api_failures.pop(0)
         if status == 401:

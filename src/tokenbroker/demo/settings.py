@@ -90,6 +90,7 @@ class DemoBehaviour:
     # Demo API.
     api_failures: list[int] = field(default_factory=list)
     api_retry_after: str | None = None  # sent with an injected 429 or 503
+    api_delay_seconds: float = 0.0  # the API waits this long before it answers
     api_redirect_to: str | None = None
 
     def merge(self, changes: dict[str, Any]) -> None:
