@@ -21,7 +21,7 @@ from tokenbroker.db.schema import connections, revocations
 from tokenbroker.errors import NotFound, TokenBrokerError
 from tokenbroker.ids import new_id
 from tokenbroker.lifecycle.notify import connection_event
-from tokenbroker.policy.grants import end_for_connection
+from tokenbroker.policy.grants import end_for_connection, ended_with_connection
 from tokenbroker.protocol.rfc7009 import classify_revocation_response, revocation_request
 from tokenbroker.secret import Secret
 from tokenbroker.services import Services
@@ -51,7 +51,7 @@ async def delete_connection(
             await svc.sealed.put(conn, ctx, value)
         await svc.sealed.delete_owner(conn, "connection", found.id)
         await conn.execute(delete(connections).where(connections.c.id == found.id))
-        await end_for_connection(conn, found.id, now)
+        ended = await end_for_connection(conn, found.id, now)
         await svc.bus.publish(conn, "connection", found.id)
         await conn.execute(
             insert(revocations).values(
@@ -78,6 +78,15 @@ async def delete_connection(
         actor=actor,
         detail={"revocation_id": job_id},
     )
+    for event in ended_with_connection(
+        ended,
+        tenant_id=found.tenant_id,
+        user_id=found.user_id,
+        provider=found.provider,
+        connection_id=found.id,
+        actor=actor,
+    ):
+        await svc.recorder.record(event)
     return await attempt(svc, job_id)
 
 

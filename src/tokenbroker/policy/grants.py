@@ -249,11 +249,41 @@ async def revoke(svc: Services, tenant_id: str, grant_id: str, *, actor: str = "
     return grant
 
 
-async def end_for_connection(conn: AsyncConnection, connection_id: str, now: datetime) -> int:
-    """A grant ends when its connection is deleted (called in the deleting transaction)."""
+async def end_for_connection(
+    conn: AsyncConnection, connection_id: str, now: datetime
+) -> list[tuple[str, str]]:
+    """A grant ends when its connection is deleted (called in the deleting transaction);
+    returns (grant id, agent id) of each grant it ended, for the audit trail."""
     result = await conn.execute(
         update(grants)
         .where(grants.c.connection_id == connection_id, grants.c.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="connection_deleted")
+        .returning(grants.c.id, grants.c.agent_id)
     )
-    return result.rowcount
+    return [(str(row.id), str(row.agent_id)) for row in result.all()]
+
+
+def ended_with_connection(
+    ended: list[tuple[str, str]],
+    *,
+    tenant_id: str,
+    user_id: str,
+    provider: str,
+    connection_id: str,
+    actor: str,
+) -> list[Event]:
+    """One ``grant.revoked`` record per grant its connection's deletion ended: a query by agent
+    shows when and why the agent lost access."""
+    return [
+        Event(
+            type="grant.revoked",
+            tenant_id=tenant_id,
+            actor=actor,
+            user_id=user_id,
+            provider=provider,
+            connection_id=connection_id,
+            outcome="ok",
+            detail={"grant_id": grant_id, "agent_id": agent_id, "reason": "connection_deleted"},
+        )
+        for grant_id, agent_id in ended
+    ]
