@@ -5,6 +5,7 @@ it lives, explicit operations under raw access, the order of the checks, the bod
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -321,3 +322,26 @@ async def test_a_silent_upstream_gets_504_and_an_answer_over_the_cap_502(
         status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")  # ~180 bytes
         assert (status, json.loads(body)["error"]) == (502, "upstream_error"), body
         assert headers["TokenBroker-Error"] == "upstream_error"
+
+
+async def test_with_redis_two_replicas_share_a_users_rate_limit(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``redis_url`` set: the bucket is shared, so calls spread over two replicas use one burst.
+    (Each run has a user of its own: buckets outlive a test for a few seconds in Redis.)"""
+    shared = {
+        "redis_url": "redis://127.0.0.1:6379/15",
+        "gateway": {"user_burst": 3, "user_rate_per_second": 1},
+    }
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **shared) as h:
+        user = f"user-{secrets.token_hex(6)}"
+        await h.connect(user, ["files:read"])
+        made = await agent(h)
+        await grant(h, made["id"], ["files:read"], user_id=user)
+        token = await session(h, made["id"], user)
+        replica = await h.start_replica()
+        for port in (None, None, replica):
+            assert (await proxy(h, token, "GET", "/proxy/acme/files", port=port))[0] == 200
+        for port in (replica, None):
+            status, _, body = await proxy(h, token, "GET", "/proxy/acme/files", port=port)
+            assert (status, json.loads(body)["error"]) == (429, "rate_limited"), body
