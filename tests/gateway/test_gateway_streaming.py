@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 from agents import GATEWAY_CONFIG, proxy, ready, seeded_connection
 from aiohttp import web
 from harness import running
@@ -53,5 +56,68 @@ async def test_large_answers_stream_through_intact(tmp_path: Path) -> None:
                 assert status == status_code
                 assert hashlib.sha256(body).digest() == hashlib.sha256(BIG).digest()
                 assert headers["X-Request-ID"]
+    finally:
+        await upstream.cleanup()
+
+
+async def test_both_bodies_stream_while_the_other_side_is_still_sending(tmp_path: Path) -> None:
+    """The answer's first chunk reaches the agent while the upstream still holds the rest, and
+    the request's first 128 KiB reach the upstream while the agent still holds the rest: the
+    gateway holds neither body whole (each side waits for the other, so a gateway that buffers
+    cannot pass)."""
+    first_chunk_seen = asyncio.Event()
+    upload_started = asyncio.Event()
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        await response.write(b"first;")
+        await asyncio.wait_for(first_chunk_seen.wait(), 10)
+        await response.write(b"rest")
+        await response.write_eof()
+        return response
+
+    async def upload(request: web.Request) -> web.Response:
+        received = len(await request.content.readexactly(128 * 1024))
+        upload_started.set()
+        received += len(await request.content.read())
+        return web.json_response({"received": received})
+
+    upstream = web.AppRunner(web.Application())
+    upstream.app.router.add_get("/drip", drip)
+    upstream.app.router.add_post("/upload", upload)
+    await upstream.setup()
+    port = _port()
+    await web.TCPSite(upstream, "127.0.0.1", port).start()
+    bulk = {
+        "authorization_endpoint": "http://127.0.0.1:1/authorize",
+        "token_endpoint": "http://127.0.0.1:1/token",
+        "client_id": "x",
+        "api_base_url": f"http://127.0.0.1:{port}",
+        "allow_insecure_loopback": True,
+    }
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * (128 * 1024)
+        await asyncio.wait_for(upload_started.wait(), 10)
+        yield b"b" * 1024
+
+    try:
+        url = f"sqlite:///{tmp_path / 't.db'}"
+        async with running(tmp_path, url, providers={"bulk": bulk}, **GATEWAY_CONFIG) as h:
+            token, made = await ready(h)
+            await seeded_connection(h, "bulk", made["id"])
+            auth = {"Authorization": f"Bearer {token}"}
+            base = f"http://127.0.0.1:{h.broker_port}/proxy/bulk"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/drip", headers=auth) as resp:
+                    assert resp.status == 200
+                    first = await asyncio.wait_for(resp.content.readexactly(6), 5)
+                    assert first == b"first;"
+                    first_chunk_seen.set()
+                    assert await resp.content.read() == b"rest"
+                async with http.post(f"{base}/upload", headers=auth, data=body()) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert (await resp.json())["received"] == 129 * 1024
     finally:
         await upstream.cleanup()
