@@ -15,6 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, session
 from aiohttp import web
 from harness import Harness, free_port, running
+from sqlalchemy import select, update
+
+from tokenbroker.db.schema import sealed_secrets
 
 
 @asynccontextmanager
@@ -345,3 +348,47 @@ async def test_with_redis_two_replicas_share_a_users_rate_limit(
         for port in (replica, None):
             status, _, body = await proxy(h, token, "GET", "/proxy/acme/files", port=port)
             assert (status, json.loads(body)["error"]) == (429, "rate_limited"), body
+
+
+async def test_a_provider_refusing_the_broker_as_client_answers_503_provider_misconfigured(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h, ["files:read"])
+        assert h.state is not None
+        status, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        await h.expire_access_token(doc["connections"][0]["id"])
+        h.state.behaviour.token_failures = ["invalid_client"]
+        before = h.counter("api_calls")
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (503, "provider_misconfigured"), body
+        assert headers["TokenBroker-Error"] == "provider_misconfigured"
+        assert h.counter("api_calls") == before
+
+
+async def test_a_sealed_token_that_fails_to_open_answers_500_credential_corrupt(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A blob altered in the database (a byte flipped) never opens: 500, nothing forwarded,
+    and nothing of the blob in the answer."""
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        assert h.svc is not None
+        token, _ = await ready(h, ["files:read"])
+        async with h.svc.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(sealed_secrets.c.id, sealed_secrets.c.blob).where(
+                        sealed_secrets.c.owner_kind == "connection",
+                        sealed_secrets.c.field == "access_token",
+                    )
+                )
+            ).one()
+            flipped = bytes([row.blob[0], *row.blob[1:-1], row.blob[-1] ^ 1])
+            await conn.execute(
+                update(sealed_secrets).where(sealed_secrets.c.id == row.id).values(blob=flipped)
+            )
+        before = h.counter("api_calls")
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert (status, json.loads(body)["error"]) == (500, "credential_corrupt"), body
+        assert headers["TokenBroker-Error"] == "credential_corrupt"
+        assert h.counter("api_calls") == before
