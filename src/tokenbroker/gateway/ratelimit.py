@@ -50,7 +50,8 @@ class Limit:
 
 class Verdict(NamedTuple):
     """The answer to one hit: ``retry_after`` is 0 when allowed; ``remaining`` is whole tokens.
-    (A named tuple: the gateway makes two per request, a frozen dataclass costs 3x more.)"""
+    (A named tuple: the gateway makes two per request, cheaper to build than a frozen
+    dataclass.)"""
 
     allowed: bool
     retry_after: float
