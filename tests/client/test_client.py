@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -311,6 +312,29 @@ def test_the_example_tool_turns_errors_into_sentences() -> None:
 
 
 # --- against a real broker --------------------------------------------------------------------
+async def test_the_example_runs_as_a_script_against_a_real_broker(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``python examples/agent_tool.py``: the user's files for a granted agent, the connect
+    link as a sentence for a user who has not connected."""
+
+    async def run(broker: str, token: str) -> str:
+        argv = ["--broker", broker, "--token", token, "--provider", "acme"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLE), *argv, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        return out.decode()
+
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
+        token, _ = await ready(h, ["files:read"])
+        carol = await session(h, (await agent(h, "other-agent"))["id"], "carol")
+        assert json.loads(await run(h.public_url, token))["owner"]
+        asked = await run(h.public_url, carol)
+        assert asked.startswith(f"Please connect your Demo account: {h.public_url}/connect/")
+
+
 async def test_sync_client_against_a_real_broker(tmp_path: Path, database_url: str) -> None:
     async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
         token, _ = await ready(h, ["files:read"])
