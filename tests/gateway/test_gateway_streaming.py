@@ -4,22 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 from agents import GATEWAY_CONFIG, proxy, ready, seeded_connection
 from aiohttp import web
-from harness import running
+from harness import Harness, free_port, running
 
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@asynccontextmanager
+async def bulk_broker(tmp_path: Path, app: web.Application) -> AsyncIterator[tuple[Harness, str]]:
+    """``app`` as the API of a provider ``bulk`` with alice connected and granted; the broker and
+    an agent session token for alice."""
+    upstream = web.AppRunner(app)
+    await upstream.setup()
+    port = free_port()
+    await web.TCPSite(upstream, "127.0.0.1", port).start()
+    bulk = {
+        "authorization_endpoint": "http://127.0.0.1:1/authorize",
+        "token_endpoint": "http://127.0.0.1:1/token",
+        "client_id": "x",
+        "api_base_url": f"http://127.0.0.1:{port}",
+        "allow_insecure_loopback": True,
+    }
+    try:
+        url = f"sqlite:///{tmp_path / 't.db'}"
+        async with running(tmp_path, url, providers={"bulk": bulk}, **GATEWAY_CONFIG) as h:
+            token, made = await ready(h)
+            await seeded_connection(h, "bulk", made["id"])
+            yield h, token
+    finally:
+        await upstream.cleanup()
 
 
 async def _big(request: web.Request) -> web.StreamResponse:
@@ -34,30 +53,14 @@ async def _big(request: web.Request) -> web.StreamResponse:
 
 
 async def test_large_answers_stream_through_intact(tmp_path: Path) -> None:
-    upstream = web.AppRunner(web.Application())
-    upstream.app.router.add_get("/big", _big)
-    await upstream.setup()
-    port = _port()
-    await web.TCPSite(upstream, "127.0.0.1", port).start()
-    bulk = {
-        "authorization_endpoint": "http://127.0.0.1:1/authorize",
-        "token_endpoint": "http://127.0.0.1:1/token",
-        "client_id": "x",
-        "api_base_url": f"http://127.0.0.1:{port}",
-        "allow_insecure_loopback": True,
-    }
-    try:
-        url = f"sqlite:///{tmp_path / 't.db'}"
-        async with running(tmp_path, url, providers={"bulk": bulk}, **GATEWAY_CONFIG) as h:
-            token, made = await ready(h)
-            await seeded_connection(h, "bulk", made["id"])
-            for path, status_code in (("/proxy/bulk/big", 200), ("/proxy/bulk/big?chunked=1", 206)):
-                status, headers, body = await proxy(h, token, "GET", path)
-                assert status == status_code
-                assert hashlib.sha256(body).digest() == hashlib.sha256(BIG).digest()
-                assert headers["X-Request-ID"]
-    finally:
-        await upstream.cleanup()
+    app = web.Application()
+    app.router.add_get("/big", _big)
+    async with bulk_broker(tmp_path, app) as (h, token):
+        for path, status_code in (("/proxy/bulk/big", 200), ("/proxy/bulk/big?chunked=1", 206)):
+            status, headers, body = await proxy(h, token, "GET", path)
+            assert status == status_code
+            assert hashlib.sha256(body).digest() == hashlib.sha256(BIG).digest()
+            assert headers["X-Request-ID"]
 
 
 async def test_both_bodies_stream_while_the_other_side_is_still_sending(tmp_path: Path) -> None:
@@ -83,41 +86,25 @@ async def test_both_bodies_stream_while_the_other_side_is_still_sending(tmp_path
         received += len(await request.content.read())
         return web.json_response({"received": received})
 
-    upstream = web.AppRunner(web.Application())
-    upstream.app.router.add_get("/drip", drip)
-    upstream.app.router.add_post("/upload", upload)
-    await upstream.setup()
-    port = _port()
-    await web.TCPSite(upstream, "127.0.0.1", port).start()
-    bulk = {
-        "authorization_endpoint": "http://127.0.0.1:1/authorize",
-        "token_endpoint": "http://127.0.0.1:1/token",
-        "client_id": "x",
-        "api_base_url": f"http://127.0.0.1:{port}",
-        "allow_insecure_loopback": True,
-    }
+    app = web.Application()
+    app.router.add_get("/drip", drip)
+    app.router.add_post("/upload", upload)
 
     async def body() -> AsyncIterator[bytes]:
         yield b"a" * (128 * 1024)
         await asyncio.wait_for(upload_started.wait(), 10)
         yield b"b" * 1024
 
-    try:
-        url = f"sqlite:///{tmp_path / 't.db'}"
-        async with running(tmp_path, url, providers={"bulk": bulk}, **GATEWAY_CONFIG) as h:
-            token, made = await ready(h)
-            await seeded_connection(h, "bulk", made["id"])
-            auth = {"Authorization": f"Bearer {token}"}
-            base = f"http://127.0.0.1:{h.broker_port}/proxy/bulk"
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{base}/drip", headers=auth) as resp:
-                    assert resp.status == 200
-                    first = await asyncio.wait_for(resp.content.readexactly(6), 5)
-                    assert first == b"first;"
-                    first_chunk_seen.set()
-                    assert await resp.content.read() == b"rest"
-                async with http.post(f"{base}/upload", headers=auth, data=body()) as resp:
-                    assert resp.status == 200, await resp.text()
-                    assert (await resp.json())["received"] == 129 * 1024
-    finally:
-        await upstream.cleanup()
+    async with bulk_broker(tmp_path, app) as (h, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{h.broker_port}/proxy/bulk"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/drip", headers=auth) as resp:
+                assert resp.status == 200
+                first = await asyncio.wait_for(resp.content.readexactly(6), 5)
+                assert first == b"first;"
+                first_chunk_seen.set()
+                assert await resp.content.read() == b"rest"
+            async with http.post(f"{base}/upload", headers=auth, data=body()) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["received"] == 129 * 1024
