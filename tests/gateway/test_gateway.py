@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, session
+from agents import GATEWAY_CONFIG, agent, grant, opened_session, proxy, ready, session
 from harness import running
 
 
@@ -147,9 +147,7 @@ async def test_a_revoked_grant_or_session_stops_at_once(tmp_path: Path, database
         assert (status, json.loads(body)["reason"]) == (403, "no_grant")
         await grant(h, made["id"], ["files:read"])
         assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
-        status, doc = await h.admin(
-            "POST", "/v1/agent-sessions", {"user_id": "alice", "agent_id": made["id"]}
-        )
+        doc = await opened_session(h, made["id"])
         await h.admin("DELETE", f"/v1/agent-sessions/{doc['id']}")
         assert (await proxy(h, doc["token"], "GET", "/proxy/acme/files"))[0] == 401
 

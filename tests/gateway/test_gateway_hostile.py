@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from agents import GATEWAY_CONFIG, agent, grant, proxy, ready, seeded_connection, session
+from agents import (
+    GATEWAY_CONFIG,
+    agent,
+    grant,
+    opened_session,
+    proxy,
+    ready,
+    seeded_connection,
+    session,
+)
 from harness import Harness, running
 
 HOSTILE_PATHS = [
@@ -165,10 +174,7 @@ async def test_a_revoked_session_stops_on_another_replica_within_a_second(
         await h.connect("alice", ["files:read"])
         made = await agent(h)
         await grant(h, made["id"], ["files:read"])
-        status, doc = await h.admin(
-            "POST", "/v1/agent-sessions", {"user_id": "alice", "agent_id": made["id"]}
-        )
-        assert status == 201, doc
+        doc = await opened_session(h, made["id"])
         token = doc["token"]
         replica = await h.start_replica()
         assert (await proxy(h, token, "GET", "/proxy/acme/files", port=replica))[0] == 200

@@ -49,11 +49,17 @@ async def grant(
 
 
 async def session(h: Harness, agent_id: str, user_id: str = "alice") -> str:
+    """An agent session token for ``user_id`` (opened with the admin key)."""
+    return str((await opened_session(h, agent_id, user_id))["token"])
+
+
+async def opened_session(h: Harness, agent_id: str, user_id: str = "alice") -> dict[str, Any]:
+    """The whole answer of opening an agent session (``id``, ``token``, ``expires_at``)."""
     status, doc = await h.admin(
         "POST", "/v1/agent-sessions", {"user_id": user_id, "agent_id": agent_id}
     )
     assert status == 201, doc
-    return str(doc["token"])
+    return dict(doc)
 
 
 async def proxy(
