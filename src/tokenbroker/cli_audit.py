@@ -127,3 +127,5 @@ def erase(ctx: click.Context, user_id: str, tenant: str) -> None:
         f"erased: {len(erased.connections)} connection(s), {erased.grants} grant(s), "
         f"{erased.sessions} agent session(s), {erased.webhook_deliveries} webhook delivery(ies)"
     )
+    for connection_id, outcome in sorted(erased.connections.items()):
+        click.echo(f"connection {connection_id}: {outcome}")

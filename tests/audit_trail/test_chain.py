@@ -25,7 +25,7 @@ async def test_chain_verifies_after_a_flow_with_gateway_traffic(
         assert all(r["user_id"] is None for r in found)
         assert any(r["user_ref"] for r in found)
         assert report.signed_seq == len(found)
-        done = cli(h, "audit", "verify")  # the CLI agrees, and exits 0
+        done = await cli(h, "audit", "verify")  # the CLI agrees, and exits 0
         assert done.returncode == 0, done.stderr
         assert b"default: ok" in done.stdout
 
@@ -39,7 +39,7 @@ async def test_an_edited_record_is_named(tmp_path: Path, database_url: str) -> N
         report = await verify(h)
         assert report.fault is not None
         assert (report.fault.seq, report.fault.kind) == (5, "altered")
-        done = cli(h, "audit", "verify")
+        done = await cli(h, "audit", "verify")
         assert done.returncode == 1
         assert b"FAILED at seq 5: altered" in done.stdout
 

@@ -82,11 +82,11 @@ async def test_export_streams_jsonl_and_csv(tmp_path: Path, database_url: str) -
     async with running(tmp_path, database_url, **GATEWAY_CONFIG) as h:
         await traffic(h, calls=3)
         _status, listed = await h.admin("GET", "/v1/audit?limit=1000")
-        done = cli(h, "audit", "export", "--format", "jsonl")
+        done = await cli(h, "audit", "export", "--format", "jsonl")
         assert done.returncode == 0, done.stderr
         lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
         assert lines == listed["records"]
-        done = cli(h, "audit", "export", "--format", "csv", "--user", "alice")
+        done = await cli(h, "audit", "export", "--format", "csv", "--user", "alice")
         assert done.returncode == 0, done.stderr
         table = list(csv.DictReader(io.StringIO(done.stdout.decode())))
         assert table

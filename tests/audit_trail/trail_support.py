@@ -92,10 +92,12 @@ def cli_config(h: Harness, **tables: Mapping[str, Any]) -> Path:
     return config
 
 
-def cli(h: Harness, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``tokenbroker ARGS`` against the harness's database and keys."""
+async def cli(h: Harness, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``tokenbroker ARGS`` against the harness's database and keys, in a thread: the
+    harness's broker and provider share this event loop and must keep answering meanwhile."""
     config = cli_config(h)
-    return subprocess.run(
+    return await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",
