@@ -4,10 +4,13 @@ it lives, explicit operations under raw access, the order of the checks, the bod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -325,6 +328,48 @@ async def test_a_silent_upstream_gets_504_and_an_answer_over_the_cap_502(
         status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")  # ~180 bytes
         assert (status, json.loads(body)["error"]) == (502, "upstream_error"), body
         assert headers["TokenBroker-Error"] == "upstream_error"
+
+
+@contextmanager
+def never_accepting_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: Linux drops further SYNs, so a connect
+    there hangs until the client gives up (a connect timeout without leaving loopback)."""
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(socket.socket())
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = int(server.getsockname()[1])
+        for _ in range(3):  # never accepted: they fill the queue
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        time.sleep(0.2)
+        yield port
+
+
+async def test_an_upstream_that_never_accepts_the_connection_gets_504(
+    tmp_path: Path, database_url: str
+) -> None:
+    h = Harness(tmp=tmp_path, database_url=database_url)
+    with never_accepting_port() as port:
+        stuck = {"name": "stuck.get", "method": "GET", "path": "/x", "scopes": ["files:read"]}
+        provider = {
+            "operations": [*GATEWAY_CONFIG["provider"]["operations"], {**stuck, "base": "stuck"}],
+            "api_bases": {"stuck": f"http://127.0.0.1:{port}"},
+        }
+        try:
+            await h.start(provider=provider, gateway={"connect_timeout_seconds": 1})
+            token, _ = await ready(h, ["files:read"], operations=["stuck.get", "files.list"])
+            started = time.monotonic()
+            status, headers, body = await proxy(h, token, "GET", "/proxy/acme:stuck/x")
+            assert (status, json.loads(body)["error"]) == (504, "upstream_timeout"), body
+            assert headers["TokenBroker-Error"] == "upstream_timeout"
+            assert 0.9 < time.monotonic() - started < 5  # the configured 1 s, not the OS's
+            # the provider's main base is unaffected
+            assert (await proxy(h, token, "GET", "/proxy/acme/files"))[0] == 200
+        finally:
+            await h.stop()
 
 
 async def test_with_redis_two_replicas_share_a_users_rate_limit(
