@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -1025,7 +1026,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bench/upstream.py",
     )
     parser.add_argument(
-        "--database-url", help="broker database (default: SQLite in the temporary directory)"
+        "--database-url",
+        help="PostgreSQL server and base name: the run creates a database of its own there and "
+        "drops it after (default: SQLite in the temporary directory)",
     )
     parser.add_argument(
         "--writer-core",
@@ -1044,27 +1047,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ensure_postgres_database(database_url: str | None) -> None:
-    """Create the PostgreSQL database ``--database-url`` names if it does not exist yet (a
-    fresh machine); an existing one is used as it is, never dropped."""
+@contextlib.contextmanager
+def fresh_postgres_database(database_url: str | None) -> Iterator[str | None]:
+    """For a PostgreSQL ``--database-url``: a database of the run's own on that server, named
+    after the one given with a random suffix, dropped after the run (each run has a key file of
+    its own, which a database left by another run would not match; an existing database is
+    never touched). Anything else is yielded as it is."""
     if not database_url or not database_url.startswith(("postgresql", "postgres")):
+        yield database_url
         return
     url = make_url(async_url(database_url))
-    name = url.database
-    if not name:
+    if not url.database:
         raise BenchError("--database-url must name a database")
+    name = f"{url.database}_{secrets.token_hex(4)}"
 
-    async def create() -> None:
+    async def run(statement: str) -> None:
         server = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
         try:
             async with server.connect() as conn:
-                query = text("SELECT 1 FROM pg_database WHERE datname = :name")
-                if (await conn.execute(query, {"name": name})).first() is None:
-                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+                await conn.execute(text(statement))
         finally:
             await server.dispose()
 
-    asyncio.run(create())
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager
@@ -1113,9 +1122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tokenbroker-bench-"))
     procs = Processes(tmp)
     try:
-        ensure_postgres_database(args.database_url)
-        with stop_on_sigterm(), database_on_load_core(args.database_url) as database:
-            args.database_note = database
+        with (
+            stop_on_sigterm(),
+            fresh_postgres_database(args.database_url) as database_url,
+            database_on_load_core(database_url) as database,
+        ):
+            args.database_url, args.database_note = database_url, database
             run = Run(args, tmp, procs)
             print(f"setting up in {tmp} ...", flush=True)
             run.prepare()
