@@ -45,6 +45,29 @@ async def test_100_concurrent_uses_of_an_expired_token_cause_one_refresh(
         assert row["last_refresh_at"] is not None
 
 
+async def test_concurrent_uses_share_one_read_of_the_stored_token(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst on an expired token costs one refresh and one unsealing read, not a read per
+    use after the refresh (what keeps a burst's latency near one provider round trip)."""
+    async with running(tmp_path, database_url) as h:
+        assert h.refresher is not None
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        reads: list[str] = []
+        read = h.refresher._read
+
+        async def counted(*args: Any) -> Any:
+            reads.append(args[1])
+            return await read(*args)
+
+        monkeypatch.setattr(h.refresher, "_read", counted)
+        tokens = await asyncio.gather(*(_token(h, connection["id"]) for _ in range(50)))
+        assert len(set(tokens)) == 1
+        assert reads.count("access_token") == 1
+        assert h.counter("refresh_calls") == 1
+
+
 async def test_a_fresh_token_is_not_refreshed(tmp_path: Path, database_url: str) -> None:
     async with running(tmp_path, database_url) as h:
         connection = await _connected(h)

@@ -76,6 +76,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     record = state.active_access_token(token) if token else None
     if record is None:
         return bearer_error(401, "invalid_token", "access token is missing, invalid or expired")
+    state.count(f"api_calls_for:{record.user}")  # whose token reached the API
     request[_TOKEN_KEY] = record
     return await handler(request)
 

@@ -63,6 +63,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         else:
             raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r}")
     except OAuthError as exc:
+        state.count(f"token_errors:{exc.error}")
         return exc.render()
     return web.json_response(body, headers=NO_STORE)
 

@@ -55,6 +55,13 @@ from tokenbroker.vault.envelope import SealContext
 log = logging.getLogger("tokenbroker.refresh")
 FATAL_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 USED_GRAIN_SECONDS = 60
+# A caller whose refresh another process holds retries the lease at these intervals (doubling
+# from the first to the cap): it sees the new token at most MAX_POLL after it is stored, so a
+# use waits one provider round trip plus under 50 ms (bench/reliability.py). One attempt is a
+# read and one short UPDATE: at the cap, 40 a second per waiting process and connection (the
+# callers of one process share it).
+FIRST_POLL = 0.01
+MAX_POLL = 0.025
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class Refresher:
         self._settings: RefreshSettings = svc.settings.refresh
         self._owner = f"{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._fetches: dict[tuple[str, str, int | None], asyncio.Task[AccessToken]] = {}
 
     @property
     def health(self) -> ProviderHealth:
@@ -105,7 +113,32 @@ class Refresher:
 
         ``newer_than``: the caller saw this version's token rejected (an upstream 401); return a
         newer one, refreshing if nobody has yet.
+
+        Concurrent callers for the same connection share one fetch (load, refresh if due,
+        unseal): a burst of requests finding an expired token costs one refresh and one read,
+        not one read per request after it.
         """
+        key = (tenant_id, connection_id, newer_than)
+        task = self._fetches.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(tenant_id, connection_id, newer_than))
+            self._fetches[key] = task
+            task.add_done_callback(self._forget_fetch(key))
+        return await asyncio.shield(task)
+
+    def _forget_fetch(
+        self, key: tuple[str, str, int | None]
+    ) -> Callable[[asyncio.Task[AccessToken]], None]:
+        def done(task: asyncio.Task[AccessToken]) -> None:
+            self._fetches.pop(key, None)
+            if not task.cancelled():
+                task.exception()  # retrieved: every caller re-raises it
+
+        return done
+
+    async def _fetch(
+        self, tenant_id: str, connection_id: str, newer_than: int | None
+    ) -> AccessToken:
         connection = await self._load(tenant_id, connection_id)
         now = self._svc.clock.now()
         stale = newer_than is not None and connection.version <= newer_than
@@ -166,7 +199,7 @@ class Refresher:
         svc, cfg = self._svc, self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.wait_seconds
-        attempts, poll = 0, 0.02
+        attempts, poll = 0, FIRST_POLL
         while True:
             current = await self._load(tenant_id, seen.id)
             if current.status == NEEDS_REAUTH:
@@ -191,7 +224,7 @@ class Refresher:
                         retry_after=max(1, cfg.lease_seconds // 3),
                     )
                 await asyncio.sleep(poll)
-                poll = min(poll * 2, 0.25)
+                poll = min(poll * 2, MAX_POLL)
                 continue
             try:
                 await self._attempt(current)
