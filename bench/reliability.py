@@ -286,7 +286,7 @@ def idor_probes(bob: str, other_tenant: str) -> list[tuple[str, dict[str, str]]]
         {"As-User": "bob"}, {"Dropbox-API-Select-User": "bob"}, {"X-Impersonate": "bob"},
         {"X-On-Behalf-Of": "bob"}, {"X-Original-User": "bob"}, {"X-Remote-User": "bob"},
     ]  # fmt: skip
-    probes = [(p, {}) for p in paths]
+    probes: list[tuple[str, dict[str, str]]] = [(p, {}) for p in paths]
     probes += [(p, hd) for p in ("/proxy/acme/files", "/proxy/acme/me") for hd in headers]
     return probes
 
@@ -316,7 +316,7 @@ async def isolation(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str,
             refused.append((host, port))
             raise OSError("refused by the benchmark: not the provider's API")
 
-        loop.create_connection = guarded  # type: ignore[method-assign]
+        loop.create_connection = guarded  # type: ignore[method-assign, assignment]
         sender = Sender(h, token)
         destinations = hostile_destinations()
         api_before = h.counter("api_calls")
