@@ -32,6 +32,7 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,15 +44,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
+import aiohttp  # noqa: E402
 from agents import GATEWAY_CONFIG, agent, grant, session  # noqa: E402
-from harness import ENV, Harness, postgres_database, running  # noqa: E402
+from harness import ENV, Harness, postgres_database, running, to_toml  # noqa: E402
 
 from tokenbroker.config import load_settings  # noqa: E402
 from tokenbroker.errors import NeedsReauth, TokenBrokerError  # noqa: E402
 from tokenbroker.lifecycle.health import ProviderHealth  # noqa: E402
 from tokenbroker.lifecycle.refresh import Refresher  # noqa: E402
 from tokenbroker.runtime import build_services, close_services  # noqa: E402
-from tokenbroker.vault.rotation import check_all  # noqa: E402
+from tokenbroker.secret import Secret  # noqa: E402
+from tokenbroker.vault.envelope import SealContext  # noqa: E402
+from tokenbroker.vault.rotation import check_all, count_by_key  # noqa: E402
 
 CRASH_LEASE = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2}}
 UNLIMITED = {  # the probes measure the gateway's checks, not its rate limits
@@ -240,6 +244,124 @@ async def verdict(h: Harness, refresher: Refresher, connection_id: str) -> str:
         return "silent"
 
 
+# --- key rotation under load --------------------------------------------------------------
+async def rotation(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, str]]:
+    """``--rows`` sealed values, then ``tokenbroker keys add / promote / rewrap`` (the operator's
+    commands, in processes of their own) while agents call the gateway and refreshes seal new
+    tokens; every request must succeed and every value end up under the new key. On SQLite and
+    on PostgreSQL."""
+    rows = []
+    for name in ("SQLite", "PostgreSQL"):
+        where = tmp / name
+        where.mkdir()
+        if name == "SQLite":
+            rows += await _rotation(args, where, f"sqlite:///{where / 'rotation.db'}", name)
+            continue
+        async with postgres_database() as url:
+            rows += await _rotation(args, where, url, name)
+    return rows
+
+
+async def _rotation(
+    args: argparse.Namespace, tmp: Path, url: str, name: str
+) -> list[tuple[str, str, str]]:
+    async with running(tmp, url, **GATEWAY_CONFIG, **UNLIMITED) as h:
+        assert h.svc is not None
+        connection = await h.connect("alice", ["files:read"])
+        made = await agent(h)
+        await grant(h, made["id"], ["files:read"])
+        token = await session(h, made["id"])
+        sealed = h.svc.sealed
+        for start in range(0, args.rows, 1000):
+            async with h.svc.engine.begin() as conn:
+                for i in range(start, min(start + 1000, args.rows)):
+                    ctx = SealContext("default", f"user{i % 997}", "bench", f"row{i}", "value")
+                    await sealed.put(conn, ctx, Secret(f"value-{i}"))
+        # The operator's commands need the database and the key file, not the operations (which
+        # the harness's small TOML writer cannot write).
+        raw = dict(h.raw_config)
+        raw["providers"] = {
+            name: {k: v for k, v in section.items() if k != "operations"}
+            for name, section in raw["providers"].items()
+        }
+        config = h.tmp / "operator.toml"
+        config.write_text(to_toml(raw), encoding="utf-8")
+        before = await count_by_key(h.svc.engine)
+        statuses: Counter[int] = Counter()
+        refreshes: Counter[int] = Counter()
+        stop = asyncio.Event()
+
+        async def calls() -> None:
+            async with aiohttp.ClientSession() as http:
+                while not stop.is_set():
+                    async with http.get(
+                        f"http://127.0.0.1:{h.broker_port}/proxy/acme/files",
+                        headers={"Authorization": f"Bearer {token}"},
+                    ) as resp:
+                        await resp.read()
+                        statuses[resp.status] += 1
+
+        async def forced_refreshes() -> None:
+            while not stop.is_set():
+                path = f"/v1/connections/{connection['id']}/refresh"
+                refreshes[(await h.admin("POST", path))[0]] += 1
+                await asyncio.sleep(0.2)
+
+        load = [asyncio.create_task(calls()) for _ in range(8)]
+        load.append(asyncio.create_task(forced_refreshes()))
+        await asyncio.sleep(2)
+        calm = sum(statuses.values()) / 2
+
+        def cli(*argv: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "tokenbroker.cli", "--config", str(config), *argv],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **ENV},
+                cwd=h.tmp,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"tokenbroker {' '.join(argv)}: {done.stderr.strip()}")
+            return done.stdout
+
+        added = (await asyncio.to_thread(cli, "keys", "add")).split()[1]
+        await asyncio.to_thread(cli, "keys", "promote", added)
+        started, served = time.monotonic(), sum(statuses.values())
+        rewrapped = await asyncio.to_thread(cli, "keys", "rewrap")
+        took = time.monotonic() - started
+        during = (sum(statuses.values()) - served) / took
+        await asyncio.sleep(1)
+        stop.set()
+        await asyncio.gather(*load)
+        after = await count_by_key(h.svc.engine)
+        report = await check_all(h.svc.engine, sealed._envelope)
+        failed = sum(n for status, n in statuses.items() if status != 200)
+        refresh_failed = sum(n for status, n in refreshes.items() if status != 200)
+        old_keys = sum(n for key, n in after.items() if key != added)
+        return [
+            (f"{name}: sealed values before the rotation", f"{sum(before.values()):,}", ""),
+            (f"{name}: `keys rewrap`", f"{int(rewrapped.split()[1]):,} in {took:.0f} s", ""),
+            (
+                f"{name}: gateway requests (8 at a time) during the rotation / failed",
+                f"{sum(statuses.values()):,} / {failed}",
+                "0 failed",
+            ),
+            (
+                f"{name}: gateway requests a second before / during the rewrap",
+                f"{calm:,.0f} / {during:,.0f}",
+                "",
+            ),
+            (
+                f"{name}: forced refreshes during the rotation / failed",
+                f"{sum(refreshes.values())} / {refresh_failed}",
+                "0 failed",
+            ),
+            (f"{name}: values left under the old key", str(old_keys), "0"),
+            (f"{name}: values that failed to open afterwards", str(len(report.failures)), "0"),
+        ]
+
+
 # --- isolation ---------------------------------------------------------------------------------
 HOSTS = [
     "169.254.169.254", "metadata.google.internal", "100.100.100.200", "10.0.0.1", "172.16.0.1",
@@ -381,7 +503,12 @@ class Sender:
 
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[list[tuple[str, str, str]]]]]
-SCENARIOS = {"single-flight": single_flight, "crash": crash, "isolation": isolation}
+SCENARIOS = {
+    "single-flight": single_flight,
+    "crash": crash,
+    "isolation": isolation,
+    "rotation": rotation,
+}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -409,6 +536,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=1000, help="SIGKILLs per provider kind")
     parser.add_argument("--parallel", type=int, default=8, help="broker processes killed at once")
     parser.add_argument("--idor", type=int, default=10_000, help="IDOR probes sent")
+    parser.add_argument("--rows", type=int, default=100_000, help="sealed values to rewrap")
     os.environ.setdefault("TOKENBROKER_REQUIRE_SERVICES", "1")
     asyncio.run(run(parser.parse_args()))
 
