@@ -13,6 +13,7 @@ from vault_helpers import make_ring
 from tokenbroker.db.schema import sealed_secrets
 from tokenbroker.errors import KeyError_
 from tokenbroker.secret import Secret
+from tokenbroker.vault import rotation
 from tokenbroker.vault.envelope import Envelope, Owner
 from tokenbroker.vault.keydoc import promoted
 from tokenbroker.vault.keyring import (
@@ -156,3 +157,30 @@ async def test_check_all_reports_failures_without_plaintext(engine: AsyncEngine)
         ("c-1", "tampered"),
         ("c-2", "unknown_key"),
     }
+
+
+async def test_rewrap_leaves_sqlites_write_lock_free_between_batches(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one write lock: between batches the rewrap pauses at least as long as the
+    busy-retry sleep of a waiting writer, so a serving broker's commits go on meanwhile
+    (``bench/reliability.py --only rotation``). PostgreSQL's row locks need no pause."""
+    path = tmp_path / "keys.json"
+    create_key_file(path, now=datetime(2026, 1, 1, tzinfo=UTC))
+    keys = ReloadingKeyRing(path, clock=FakeClock())
+    envelope = Envelope(keys)
+    await _fill(engine, SealedStore(envelope), 5)
+    promote_key(path, add_key(path))
+    keys.reload_now()
+    pauses: list[float] = []
+
+    async def recorded(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(rotation.asyncio, "sleep", recorded)
+    assert await rewrap_all(engine, envelope, batch_size=2) == 5
+    if engine.dialect.name == "sqlite":
+        assert len(pauses) == 3  # after each of the three batches
+        assert min(pauses) >= rotation.SQLITE_PAUSE_SECONDS
+    else:
+        assert pauses == []
