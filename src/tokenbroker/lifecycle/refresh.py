@@ -41,6 +41,7 @@ from tokenbroker.errors import (
     TokenBrokerError,
 )
 from tokenbroker.lifecycle import lease
+from tokenbroker.lifecycle.attempts import RetryableFailure, UncertainFailure
 from tokenbroker.lifecycle.health import MISCONFIGURED, OK, ProviderHealth
 from tokenbroker.lifecycle.notify import connection_event
 from tokenbroker.observability.metrics import METRICS
@@ -70,21 +71,6 @@ class AccessToken:
 
     value: Secret
     connection: Connection
-
-
-class _Retry(Exception):
-    def __init__(self, error: str, retry_after: float | None) -> None:
-        self.error = error
-        self.retry_after = retry_after
-
-
-class _Uncertain(_Retry):
-    """The request was sent but no answer came: the provider may still rotate the token.
-
-    Re-sending the same refresh token at once could race the first request and trip reuse
-    detection (which revokes the whole token family), so the next attempt waits until the
-    first one has surely finished at the provider.
-    """
 
 
 class Refresher:
@@ -229,7 +215,7 @@ class Refresher:
             try:
                 await self._attempt(current)
                 return
-            except _Retry as retry:
+            except RetryableFailure as retry:
                 attempts += 1
                 delay = self._backoff(attempts, retry.retry_after)
                 if attempts >= cfg.max_attempts or loop.time() + delay > deadline:
@@ -250,7 +236,7 @@ class Refresher:
             spec = await svc.providers.get(current.provider)
         except TokenBrokerError as exc:
             await self._release_failed(current, exc.code, None)
-            raise _Retry(exc.code, None) from None
+            raise RetryableFailure(exc.code, None) from None
         refresh_token = await self._read(current, "refresh_token")
         if refresh_token is None:
             await self._give_up(current, "no refresh token is stored")
@@ -272,19 +258,19 @@ class Refresher:
             if raw.status == 429:
                 retry_after = _retry_after(raw.headers.get("Retry-After"))
                 await self._release_failed(current, "rate_limited", retry_after)
-                raise _Retry("rate_limited", retry_after)
+                raise RetryableFailure("rate_limited", retry_after)
             tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, svc.clock.now())
         except (TimeoutError, ProviderTimeout):
             await self._release_failed(current, "timeout", None)
-            raise _Uncertain("timeout", 2.0 * cfg.attempt_timeout_seconds) from None
+            raise UncertainFailure("timeout", 2.0 * cfg.attempt_timeout_seconds) from None
         except ProviderUnavailable as exc:
             await self._release_failed(current, exc.code, None)
-            raise _Retry(exc.code, None) from None
+            raise RetryableFailure(exc.code, None) from None
         except ProviderError as exc:
             await self._classified(current, spec, exc)
         except TokenBrokerError as exc:  # malformed answer: keep the token, try again later
             await self._release_failed(current, exc.code, None)
-            raise _Retry(exc.code, None) from None
+            raise RetryableFailure(exc.code, None) from None
         await self._store(current, spec, tokens)
 
     async def _classified(
@@ -311,7 +297,7 @@ class Refresher:
                 "client secret"
             )
         await self._release_failed(current, exc.oauth_error, None)
-        raise _Retry(exc.oauth_error, None)
+        raise RetryableFailure(exc.oauth_error, None)
 
     async def _give_up(self, current: Connection, reason: str) -> NoReturn:
         now = self._svc.clock.now()
@@ -333,7 +319,7 @@ class Refresher:
                 detail={"reason": reason, "version": current.version},
             )
             raise NeedsReauth(reason)
-        raise _Retry("lost_lease", 0.0)  # someone else moved the version: re-read
+        raise RetryableFailure("lost_lease", 0.0)  # someone else moved the version: re-read
 
     async def _store(self, current: Connection, spec: ProviderSpec, tokens: TokenResponse) -> None:
         svc = self._svc
@@ -353,7 +339,7 @@ class Refresher:
             )
         if not stored:
             log.error("refresh of %s finished after its lease was lost", current.id)
-            raise _Retry("lost_lease", 0.0)
+            raise RetryableFailure("lost_lease", 0.0)
         if await self._health.problem(spec.name) is not None:
             await self._health.set(spec.name, OK, None)
         await connection_event(
