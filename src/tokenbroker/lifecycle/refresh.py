@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from sqlalchemy import update
 
@@ -63,6 +63,8 @@ USED_GRAIN_SECONDS = 60
 # callers of one process share it).
 FIRST_POLL = 0.01
 MAX_POLL = 0.025
+_K = TypeVar("_K")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -109,18 +111,8 @@ class Refresher:
         if task is None:
             task = asyncio.create_task(self._fetch(tenant_id, connection_id, newer_than))
             self._fetches[key] = task
-            task.add_done_callback(self._forget_fetch(key))
+            task.add_done_callback(self._forget(self._fetches, key))
         return await asyncio.shield(task)
-
-    def _forget_fetch(
-        self, key: tuple[str, str, int | None]
-    ) -> Callable[[asyncio.Task[AccessToken]], None]:
-        def done(task: asyncio.Task[AccessToken]) -> None:
-            self._fetches.pop(key, None)
-            if not task.cancelled():
-                task.exception()  # retrieved: every caller re-raises it
-
-        return done
 
     async def _fetch(
         self, tenant_id: str, connection_id: str, newer_than: int | None
@@ -169,15 +161,19 @@ class Refresher:
         if task is None:
             task = asyncio.create_task(self._refresh(tenant_id, seen, force))
             self._inflight[seen.id] = task
-            task.add_done_callback(self._forget(seen.id))
+            task.add_done_callback(self._forget(self._inflight, seen.id))
             task.add_done_callback(METRICS.refresh_done(seen.provider))
         await asyncio.shield(task)
 
-    def _forget(self, key: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            self._inflight.pop(key, None)
+    @staticmethod
+    def _forget(tasks: dict[_K, asyncio.Task[_T]], key: _K) -> Callable[[asyncio.Task[_T]], None]:
+        """A done-callback: drop the shared task, and mark its exception retrieved (every
+        caller that awaited it re-raises it; nobody logs "never retrieved")."""
+
+        def done(task: asyncio.Task[_T]) -> None:
+            tasks.pop(key, None)
             if not task.cancelled():
-                task.exception()  # retrieved: waiters re-raise it; nobody logs "never retrieved"
+                task.exception()
 
         return done
 
