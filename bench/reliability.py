@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import aiohttp  # noqa: E402
-from agents import GATEWAY_CONFIG, agent, grant, session  # noqa: E402
-from harness import ENV, Harness, postgres_database, running, to_toml  # noqa: E402
+from agents import GATEWAY_CONFIG, agent, grant, raw_get, session  # noqa: E402
+from harness import ENV, Harness, cli_config, postgres_database, running  # noqa: E402
 
 from tokenbroker.config import load_settings  # noqa: E402
 from tokenbroker.errors import NeedsReauth, TokenBrokerError  # noqa: E402
@@ -277,15 +277,7 @@ async def _rotation(
                 for i in range(start, min(start + 1000, args.rows)):
                     ctx = SealContext("default", f"user{i % 997}", "bench", f"row{i}", "value")
                     await sealed.put(conn, ctx, Secret(f"value-{i}"))
-        # The operator's commands need the database and the key file, not the operations (which
-        # the harness's small TOML writer cannot write).
-        raw = dict(h.raw_config)
-        raw["providers"] = {
-            name: {k: v for k, v in section.items() if k != "operations"}
-            for name, section in raw["providers"].items()
-        }
-        config = h.tmp / "operator.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
+        config = cli_config(h)  # the operator's commands: database and key file
         before = await count_by_key(h.svc.engine)
         statuses: Counter[int] = Counter()
         refreshes: Counter[int] = Counter()
@@ -481,7 +473,7 @@ def _statuses(counts: dict[int, int]) -> str:
 
 
 class Sender:
-    """Exact request targets over raw HTTP/1.1 (clients would normalise them), keep-alive."""
+    """Exact request targets as alice's agent (:func:`agents.raw_get`), their statuses counted."""
 
     def __init__(self, h: Harness, token: str) -> None:
         self._h, self._token = h, token
@@ -489,14 +481,8 @@ class Sender:
         self.statuses: Counter[int] = Counter()
 
     async def send(self, target: str, headers: dict[str, str]) -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self._h.broker_port)
-        sent = {"Host": "127.0.0.1", "Connection": "close", **headers}
-        sent["Authorization"] = f"Bearer {self._token}"
-        lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in sent.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        data = await reader.read()
-        writer.close()
-        status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+        sent = {**headers, "Authorization": f"Bearer {self._token}"}
+        status, _ = await raw_get(self._h, target, sent)
         self.server_errors += status >= 500
         self.statuses[status] += 1
         return status

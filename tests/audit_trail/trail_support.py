@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agents import proxy, ready
-from harness import ENV, Harness, to_toml
+from harness import ENV, Harness, cli_config
 from sqlalchemy import select, text, update
 
 from tokenbroker.audit.canonical import record_hash
@@ -75,21 +74,6 @@ async def rewrite(h: Harness, row_id: int, **values: Any) -> None:
 
 def rehash(row: dict[str, Any]) -> str:
     return record_hash(row)
-
-
-def cli_config(h: Harness, **tables: Mapping[str, Any]) -> Path:
-    """The harness's configuration as a file (declared operations left out), with the keys
-    of ``tables`` (e.g. ``audit={"writer": "process"}``) set in their tables."""
-    raw = dict(h.raw_config)
-    for name, values in tables.items():
-        raw[name] = {**raw.get(name, {}), **values}
-    raw["providers"] = {
-        name: {k: v for k, v in section.items() if k != "operations"}
-        for name, section in raw["providers"].items()
-    }
-    config = h.tmp / "cli.toml"
-    config.write_text(to_toml(raw), encoding="utf-8")
-    return config
 
 
 async def cli(h: Harness, *args: str) -> subprocess.CompletedProcess[bytes]:

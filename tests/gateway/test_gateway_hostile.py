@@ -13,11 +13,12 @@ from agents import (
     grant,
     opened_session,
     proxy,
+    raw_get,
     ready,
     seeded_connection,
     session,
 )
-from harness import Harness, running
+from harness import running
 
 HOSTILE_PATHS = [
     "/proxy/acme/../admin",
@@ -55,25 +56,12 @@ def _sqlite(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tokenbroker.db'}"
 
 
-async def _raw(h: Harness, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    """Send an exact request target (HTTP clients would normalise it)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", h.broker_port)
-    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
-    return status, data
-
-
 @pytest.mark.parametrize("target", HOSTILE_PATHS)
 async def test_hostile_paths_are_refused_before_the_upstream(tmp_path: Path, target: str) -> None:
     async with running(tmp_path, _sqlite(tmp_path), **GATEWAY_CONFIG) as h:
         token, _ = await ready(h, ["files:read"], operations=["*"])
         before = h.counter("api_calls")
-        status, data = await _raw(h, target, {"Authorization": f"Bearer {token}"})
+        status, data = await raw_get(h, target, {"Authorization": f"Bearer {token}"})
         assert status in (400, 403, 404), data[:300]
         assert h.counter("api_calls") == before, target
 
@@ -111,7 +99,7 @@ async def test_header_splitting_is_refused(tmp_path: Path) -> None:
     async with running(tmp_path, f"sqlite:///{tmp_path / 't.db'}", **GATEWAY_CONFIG) as h:
         token, _ = await ready(h, ["files:read"])
         before = h.counter("api_calls")
-        status, _data = await _raw(
+        status, _data = await raw_get(
             h, "/proxy/acme/files", {"Authorization": f"Bearer {token}", "X-A": "a\rInjected: 1"}
         )
         assert status == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -145,3 +146,17 @@ async def seeded_connection(h: Harness, provider: str, agent_id: str) -> None:
         ctx = SealContext("default", "alice", "connection", connection_id, "access_token")
         await h.svc.sealed.put(conn, ctx, Secret(f"{provider}-token"))
         await h.svc.bus.publish(conn, "grant", grant_id)
+
+
+async def raw_get(h: Harness, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """Send an exact request target (HTTP clients would normalise it) to the broker; a
+    ``Host`` among ``headers`` replaces the broker's own."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", h.broker_port)
+    sent = {"Host": "127.0.0.1", "Connection": "close", **headers}
+    lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in sent.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data

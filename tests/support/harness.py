@@ -327,3 +327,18 @@ def to_toml(table: Mapping[str, Any], prefix: str = "") -> str:
     for name, sub_table in nested:
         out += f"\n[{name}]\n" + to_toml(sub_table, prefix=f"{name}.")
     return out
+
+
+def cli_config(h: Harness, **tables: Mapping[str, Any]) -> Path:
+    """The harness's configuration as a file (declared operations left out), with the keys
+    of ``tables`` (e.g. ``audit={"writer": "process"}``) set in their tables."""
+    raw = dict(h.raw_config)
+    for name, values in tables.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    raw["providers"] = {
+        name: {k: v for k, v in section.items() if k != "operations"}
+        for name, section in raw["providers"].items()
+    }
+    config = h.tmp / "cli.toml"
+    config.write_text(to_toml(raw), encoding="utf-8")
+    return config
