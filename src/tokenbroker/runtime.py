@@ -20,6 +20,7 @@ from tokenbroker.connect import revocation
 from tokenbroker.db.engine import create_engine
 from tokenbroker.db.migrate import ensure_current, ensure_default_tenant
 from tokenbroker.errors import TokenBrokerError
+from tokenbroker.gateway.front_site import run_app
 from tokenbroker.ids import new_id
 from tokenbroker.invalidation import InvalidationBus
 from tokenbroker.lifecycle.background import background_refresher
@@ -164,7 +165,7 @@ async def _settle_garbage_collector(_app: web.Application) -> None:
 
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
     if workers <= 1:
-        web.run_app(_served_app(settings), host=host, port=port, print=None, access_log=None)
+        run_app(_served_app(settings), host=host, port=port)
         return
     import multiprocessing
 
@@ -193,6 +194,4 @@ def _worker(source: object, host: str, port: int) -> None:
     text = os.environ.get("TOKENBROKER_LOG_FORMAT") == "text"
     configure_logging(os.environ.get("TOKENBROKER_LOG_LEVEL", "INFO"), "text" if text else "json")
     settings = load_settings(Path(str(source)))
-    web.run_app(
-        _served_app(settings), host=host, port=port, reuse_port=True, print=None, access_log=None
-    )
+    run_app(_served_app(settings), host=host, port=port, reuse_port=True)

@@ -30,6 +30,7 @@ from tokenbroker.demo.api import create_api_app
 from tokenbroker.demo.provider import create_provider_app
 from tokenbroker.demo.settings import DemoClient, DemoProviderSettings
 from tokenbroker.demo.state import DemoState
+from tokenbroker.gateway.front_site import start_site
 from tokenbroker.lifecycle.health import ProviderHealth
 from tokenbroker.lifecycle.refresh import Refresher
 from tokenbroker.runtime import build_services, close_services
@@ -202,7 +203,7 @@ class Harness:
     async def _run(self, app: web.Application, port: int) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await start_site(runner, "127.0.0.1", port)  # the lean front, as `serve` runs it
         self.runners.append(runner)
 
     async def stop(self) -> None:

@@ -23,6 +23,7 @@ from tokenbroker.demo.app import DemoAppSettings, create_demo_app
 from tokenbroker.demo.provider import create_provider_app
 from tokenbroker.demo.settings import DemoClient, DemoProviderSettings
 from tokenbroker.demo.state import DemoState
+from tokenbroker.gateway.front_site import start_site
 from tokenbroker.vault.keyring import create_key_file
 
 HOST = "127.0.0.1"
@@ -125,7 +126,7 @@ async def run_demo(directory: Path, ports: tuple[int, int, int, int], stop: asyn
             runners.append(runner)
         broker = web.AppRunner(await make_app(settings), access_log=None)
         await broker.setup()
-        await web.TCPSite(broker, HOST, broker_port).start()
+        await start_site(broker, HOST, broker_port)
         runners.append(broker)
         click.echo(
             "\ntokenbroker DEMO is running (broker on SQLite, DEMO provider, DEMO API).\n"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
-
 from tokenbroker.errors import (
     AuthorizationRequired,
     InsufficientGrant,
@@ -18,14 +16,18 @@ from tokenbroker.errors import (
     TokenBrokerError,
 )
 
+Header = tuple[str, str]
 
-def error_answer(exc: TokenBrokerError, request_id: str) -> web.Response:
+
+def error_answer(exc: TokenBrokerError, request_id: str) -> tuple[int, list[Header], bytes]:
+    """Status, headers and JSON body of the gateway's refusal ``exc``."""
     body: dict[str, Any] = {"error": exc.code, "message": exc.message}
-    headers = {
-        "TokenBroker-Error": exc.code,
-        "X-Request-ID": request_id,
-        "Cache-Control": "no-store",
-    }
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("TokenBroker-Error", exc.code),
+        ("X-Request-ID", request_id),
+        ("Cache-Control", "no-store"),
+    ]
     if isinstance(exc, AuthorizationRequired):
         body["authorization_url"] = exc.authorization_url
         body["reason"] = exc.reason
@@ -36,13 +38,8 @@ def error_answer(exc: TokenBrokerError, request_id: str) -> web.Response:
             body["consent_url"] = exc.consent_url
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, RateLimited) or isinstance(retry_after, int):
-        headers["Retry-After"] = str(max(1, int(retry_after or 1)))
+        headers.append(("Retry-After", str(max(1, int(retry_after or 1)))))
     if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="tokenbroker", error="invalid_token"'
+        headers.append(("WWW-Authenticate", 'Bearer realm="tokenbroker", error="invalid_token"'))
     status = exc.status if 400 <= exc.status < 600 else 500
-    return web.Response(
-        text=json.dumps(body, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    return status, headers, json.dumps(body, separators=(",", ":")).encode()

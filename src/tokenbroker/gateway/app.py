@@ -12,6 +12,7 @@ from tokenbroker.api.keys import ADMIN_KEYS
 from tokenbroker.audit.trail import close_gateway_recorder, open_gateway_recorder
 from tokenbroker.config import Settings
 from tokenbroker.gateway.destination import GuardedResolver, policy
+from tokenbroker.gateway.exchange import AiohttpExchange
 from tokenbroker.gateway.lookups import Lookups
 from tokenbroker.gateway.proxy import Gateway
 from tokenbroker.gateway.ratelimit import limiter_from_url
@@ -63,7 +64,10 @@ def mount_gateway(app: web.Application, svc: Services, refresher: Refresher) -> 
         await limiter.close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await request.app[GATEWAY].handle(request)
+        exchange = AiohttpExchange(request)
+        await request.app[GATEWAY].handle(exchange)
+        assert exchange.response is not None
+        return exchange.response
 
     async def stages(request: web.Request) -> web.Response:
         """Microseconds per request in each gateway stage (admin key; DELETE resets)."""

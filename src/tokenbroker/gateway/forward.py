@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
-
 from tokenbroker.errors import BodyTooLarge, UpstreamError
+from tokenbroker.gateway.exchange import Exchange
 from tokenbroker.gateway.headers import filter_response_headers
 from tokenbroker.gateway.target import capped_retry_after
 from tokenbroker.gateway.upstream import UpstreamPool, UpstreamResponse
@@ -30,7 +29,7 @@ class Body:
     """The agent's request body: buffered (replayable) or streamed once."""
 
     data: bytes | None
-    stream: web.Request | None
+    stream: Exchange | None
     limit: int
     read: int = 0
     length: int | None = None  # a streamed body's Content-Length, if the agent sent one
@@ -41,23 +40,22 @@ class Body:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         assert self.stream is not None
-        async for chunk in self.stream.content.iter_any():
+        async for chunk in self.stream.chunks():
             self.read += len(chunk)
             if self.read > self.limit:
                 raise BodyTooLarge(f"the request body exceeds {self.limit} bytes")
             yield chunk
 
 
-async def read_body(request: web.Request, *, limit: int, buffer_up_to: int) -> Body:
+async def read_body(request: Exchange, *, limit: int, buffer_up_to: int) -> Body:
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(f"the request body exceeds {limit} bytes")
     if request.method in NO_BODY and not request.body_exists:
         return Body(None, None, limit)
     if length is not None and length <= buffer_up_to:
-        data = await request.content.read(buffer_up_to + 1)
-        if len(data) > buffer_up_to:
-            raise BodyTooLarge("the request body is longer than its Content-Length")
+        # The whole body, however many pieces it arrives in (the server enforces its length).
+        data = await request.read_all() if length else b""
         return Body(data, None, limit, len(data))
     if not request.body_exists:
         return Body(None, None, limit)
@@ -87,46 +85,45 @@ class Tally(Protocol):
 
 
 async def relay(
-    request: web.Request,
+    exchange: Exchange,
     upstream: UpstreamResponse,
     tally: Tally,
     *,
     extras: frozenset[str],
     cap: int,
     retry_after_cap: int,
-) -> web.StreamResponse:
+) -> None:
     """The upstream's status, filtered headers and body, back to the agent.
 
     Small answers of known size go out as one buffer (headers and body in one write); others
-    stream chunk by chunk, and the caller ends them (``write_eof``) once the record is written.
+    stream chunk by chunk. Either way the caller ends the answer (``exchange.end()``) once the
+    record is written.
     """
-    if upstream.content_length is not None and upstream.content_length > cap:
-        raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
-    headers = filter_response_headers(upstream.headers, extras)
     length = upstream.content_length
-    response: web.StreamResponse
-    if length is not None and length <= SMALL_BODY:
-        payload = await upstream.read() if length else b""
-        tally.bytes_out = len(payload)
-        reason = upstream.reason or None
-        response = web.Response(status=upstream.status, reason=reason, body=payload)
-    else:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
-    for name, value in headers:
+    if length is not None and length > cap:
+        raise UpstreamError(f"the upstream answer exceeds {cap} bytes")
+    whole = length is not None and length <= SMALL_BODY
+    headers: list[Header] = []
+    for name, value in filter_response_headers(upstream.headers, extras):
         lower = name.lower()
         if lower == "retry-after" and upstream.status in (429, 503):
             value = capped_retry_after(value, retry_after_cap)
-        if lower == "content-length" and isinstance(response, web.Response):
+        elif lower == "content-length" and whole:
             continue  # set from the body
-        response.headers.add(name, value)
-    response.headers["X-Request-ID"] = tally.request_id
-    if isinstance(response, web.Response):
-        return response
-    await response.prepare(request)
+        elif lower == "x-request-id":
+            continue  # the gateway's own
+        headers.append((name, value))
+    headers.append(("X-Request-ID", tally.request_id))
+    reason = upstream.reason or None
+    if whole:
+        payload = await upstream.read() if length else b""
+        tally.bytes_out = len(payload)
+        exchange.respond(upstream.status, reason, headers, payload)
+        return
+    await exchange.start(upstream.status, reason, headers)
     async for chunk in upstream.iter_chunks():
         tally.bytes_out += len(chunk)
         if tally.bytes_out > cap:
             upstream.close()
             raise ConnectionResetError("upstream answer over the size cap")
-        await response.write(chunk)
-    return response
+        await exchange.write(chunk)

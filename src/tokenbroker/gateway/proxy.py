@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenbroker.connect import sessions as connect_sessions
@@ -37,6 +36,7 @@ from tokenbroker.errors import (
 from tokenbroker.gateway import forward
 from tokenbroker.gateway.answers import error_answer
 from tokenbroker.gateway.destination import check_host, normalize_host, policy
+from tokenbroker.gateway.exchange import Exchange
 from tokenbroker.gateway.headers import (
     filter_request_headers,
 )
@@ -122,23 +122,28 @@ class Gateway:
     def _next_id(self) -> str:
         return f"{self._id_prefix}-{next(self._id_counter):x}"
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        presented_id = request.headers.get("X-Request-ID", "")
+    async def handle(self, request: Exchange) -> None:
+        """Answer one ``/proxy/`` request; the exchange is ended when this returns."""
+        presented_id = request.header("X-Request-ID")
         request_id = presented_id if _REQUEST_ID.fullmatch(presented_id) else self._next_id()
         request_id_var.set(request_id)  # each request runs in its own task: its own context
         call = _Call(request_id=request_id, started=time.perf_counter())
         try:
-            return await self._handle(request, call)
+            await self._handle(request, call)
+            return
         except TokenBrokerError as exc:
             METRICS.gateway_denied(call.provider, exc, call.started)
             await self._denied(call, request.method, exc)
-            return error_answer(exc, request_id)
+            refusal = exc
         except SQLAlchemyError:
             METRICS.gateway_request(call.provider, StoreUnavailable.code, 503, call.started)
             log.exception("database error on the gateway path")
-            return error_answer(StoreUnavailable("the database is unavailable"), request_id)
+            refusal = StoreUnavailable("the database is unavailable")
+        status, headers, body = error_answer(refusal, request_id)
+        request.respond(status, None, headers, body)
+        await request.end()
 
-    async def _handle(self, request: web.Request, call: _Call) -> web.StreamResponse:
+    async def _handle(self, request: Exchange, call: _Call) -> None:
         svc, stages = self._svc, self.stages
         now = svc.clock.now()
         t0 = time.perf_counter()
@@ -197,7 +202,7 @@ class Gateway:
         call.bytes_in = body.read
         target = path + (f"?{query}" if query else "")
         extras = rules.extra_headers
-        headers = filter_request_headers(request.headers.items(), extras)
+        headers = filter_request_headers(request.header_items(), extras)
         headers.append(("X-Request-ID", call.request_id))
         upstream = await forward.send(
             self._upstream,
@@ -229,7 +234,7 @@ class Gateway:
             )
         call.bytes_in = body.read
         try:
-            response = await forward.relay(
+            await forward.relay(
                 request,
                 upstream,
                 call,
@@ -244,12 +249,10 @@ class Gateway:
         await self._recorder.record(
             self._event("proxy.finished", call, request.method, status=upstream.status)
         )
-        if not isinstance(response, web.Response):
-            await response.write_eof()  # a streamed answer's last chunk follows its record
+        await request.end()  # the answer's last byte follows its record
         stages.add("audit", time.perf_counter() - t4)
         stages.count()
         METRICS.gateway_request(call.provider, "allowed", upstream.status, call.started)
-        return response
 
     # --- steps -------------------------------------------------------------------------------
     def _check_destination(self, spec: ProviderSpec, base_url: str) -> None:

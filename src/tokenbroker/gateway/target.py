@@ -10,10 +10,9 @@ import functools
 import re
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from tokenbroker.connections.model import Connection
 from tokenbroker.errors import DestinationNotAllowed, InvalidPath
+from tokenbroker.gateway.exchange import Exchange
 from tokenbroker.gateway.paths import split_query
 from tokenbroker.policy.sessions import InvalidToken
 from tokenbroker.providers.model import ProviderSpec
@@ -22,8 +21,8 @@ PREFIX = "/proxy/"
 _TARGET = re.compile(r"([a-z0-9][a-z0-9-]{0,39})(?::([A-Za-z0-9_-]{1,40}))?")
 
 
-def bearer(request: web.Request) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+def bearer(request: Exchange) -> str:
+    scheme, _, value = request.header("Authorization").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise InvalidToken("an agent session token is required: Authorization: Bearer <token>")
     return value.strip()
