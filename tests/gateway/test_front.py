@@ -8,6 +8,7 @@ always do, which tells which of the two answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,13 @@ async def broker(tmp_path: Path) -> AsyncIterator[tuple[Harness, str]]:
 
 
 def request(
-    method: str, target: str, token: str, *, body: bytes = b"", extra: str = "", version: str = "1.1"
+    method: str,
+    target: str,
+    token: str,
+    *,
+    body: bytes = b"",
+    extra: str = "",
+    version: str = "1.1",
 ) -> bytes:
     head = (
         f"{method} {target} HTTP/{version}\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
@@ -222,6 +229,30 @@ async def test_requests_the_front_does_not_take_get_aiohttps_answer(
         status, headers, _ = await read_answer(reader)
         assert 400 <= status < 500
         assert not served_by_front(headers)
+        writer.close()
+
+
+async def test_a_header_that_never_ends_is_handed_over_within_the_head_limit(
+    tmp_path: Path,
+) -> None:
+    """httptools holds a header field until its end: the front bounds the head by the bytes
+    received and hands the request to aiohttp, whose limits end the connection (without the
+    bound, the front would hold the field forever and never answer)."""
+    async with broker(tmp_path) as (h, token):
+        reader, writer = await open_connection(h)
+        head = request("GET", "/proxy/acme/files", token).removesuffix(b"\r\n")
+        writer.write(head + b"X-Long: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):
+                writer.write(b"a" * 8192)
+                await writer.drain()
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:
+            answer = b""
+        # aiohttp's refusal (it answers a request it could not parse as HTTP/1.0) or its reset.
+        assert answer == b"" or answer.startswith(b"HTTP/1.0 400 ")
+        assert answer == b"" or b"Server:" in answer
         writer.close()
 
 

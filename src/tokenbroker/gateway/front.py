@@ -74,6 +74,7 @@ class FrontConnection(asyncio.Protocol):
         self._reads = 0  # pieces received so far
         self._ended_in = -1  # the piece in which the last request ended
         self._held: list[bytes] | None = None  # the current request's bytes, if it began a piece
+        self._head_bytes = -1  # bytes received since the current head began; -1 between heads
         self._url = b""
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_size = 0
@@ -124,20 +125,26 @@ class FrontConnection(asyncio.Protocol):
             self._held.append(data)
         try:
             self._parser.feed_data(data)
-        except _NotLean:
-            self._not_lean()
-        except httptools.HttpParserUpgrade:
-            self._not_lean()  # refused at the head already; kept for completeness
+        except (_NotLean, httptools.HttpParserUpgrade):
+            self._not_lean()  # (an upgrade is refused at its head already)
         except httptools.HttpParserError:
             if self._current is not None:
                 self._current.connection_lost()  # a broken body: the request cannot complete
             self._not_lean()
+        else:
+            if self._head_bytes >= 0:
+                # A head still incomplete after this piece. httptools gathers a header field
+                # whole before passing it on, so the head is bounded here, by bytes received.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD:
+                    self._not_lean()
 
     # --- llhttp's callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._fields = []
         self._head_size = 0
+        self._head_bytes = 0
         # Exact only if no earlier request ended in this piece: then this one starts it.
         self._held = [self._data] if self._ended_in != self._reads else None
 
@@ -177,6 +184,7 @@ class FrontConnection(asyncio.Protocol):
                 raise _NotLean  # aiohttp answers 100-continue
             headers.append((key, text))
         self._held = None
+        self._head_bytes = -1
         exchange = LeanExchange(
             self,
             parser.get_method().decode("ascii"),
