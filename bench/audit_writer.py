@@ -2,9 +2,9 @@
 
 A real writer process (``python -m tokenbroker.audit.writer_process``, SQLite) gets the
 gateway's two records per request (``proxy.started``, ``proxy.finished``) as a worker sends
-them: one frame per commit window (``--window-ms``), at a steady rate. Its CPU (every thread,
-from ``/proc``) per record covers decoding, canonical encoding, pseudonyms, hashing and the
-group commit.
+them: one frame per commit window (``--window-ms``) of at most 128 records, at a steady
+rate. Its CPU (every thread, from ``/proc``) per record covers decoding, canonical encoding,
+pseudonyms, hashing and the group commit.
 
 The baseline, measured in the same run on the same core, is the floor of any writer in Python:
 the very rows the writer committed, inserted again into an empty database of the same schema
@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tokenbroker.audit.process_recorder import SEND_AT_MOST
 from tokenbroker.audit.wire import Record, frame
 from tokenbroker.records import Scalar
 from tokenbroker.vault.keyring import create_key_file
@@ -87,6 +88,11 @@ def migrated(tmp: Path, name: str) -> Path:
     return config
 
 
+def frame_size(rate: float, window: float) -> int:
+    """Records per frame as a worker sends them: a window's, at most ``SEND_AT_MOST``."""
+    return max(2, min(round(rate * window), SEND_AT_MOST) // 2 * 2)
+
+
 def run_writer(config: Path, records: int, rate: float, window: float) -> tuple[float, float]:
     """(writer CPU seconds per record, seconds) for ``records`` records at ``rate``/s."""
     ours, theirs = socket.socketpair()
@@ -104,7 +110,7 @@ def run_writer(config: Path, records: int, rate: float, window: float) -> tuple[
 
     if message() != ("ready",):
         raise SystemExit("the writer process did not start")
-    per_frame = max(2, round(rate * window) // 2 * 2)
+    per_frame = frame_size(rate, window)
     start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
     sent = 0
     while sent < records:
@@ -157,7 +163,7 @@ def main() -> int:
         migrated(tmp, "bare")
         window = args.window_ms / 1000
         per_record, took = run_writer(writer_config, args.records, args.rate, window)
-        commit_rows = max(2, round(args.rate * window) // 2 * 2)
+        commit_rows = frame_size(args.rate, window)
         os.sched_setaffinity(0, {WRITER_CORE})
         per_row = bare_insert(tmp / "writer.db", tmp / "bare.db", commit_rows)
     finally:

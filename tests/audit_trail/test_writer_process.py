@@ -201,6 +201,33 @@ async def test_a_worker_sends_a_window_of_records_at_once_in_time_for_its_commit
             assert seen - at <= window + allowance, (number, seen - at)
 
 
+async def test_a_busy_worker_sends_small_frames(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst goes in frames of at most SEND_AT_MOST (128) records, not one frame a window:
+    the writer's commits stay small (one big commit a window slowed the worker on the other
+    core, bench/gateway.py). Every record is still committed."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    async with running(tmp_path, database_url) as h:
+        assert h.svc is not None
+        recorder = ProcessRecorder(cli_config(h), window=5.0)  # the window alone: one frame
+        await recorder.start()
+        try:
+            for i in range(1000):  # as requests do, each turn of the event loop puts a few
+                await recorder.record(Event("test.burst", "default", detail={"i": i}))
+                if i % 4 == 0:
+                    await asyncio.sleep(0)
+            sent_before_flush = recorder.frames_sent
+            await recorder.flush()
+        finally:
+            await recorder.close()
+        assert sent_before_flush >= 1000 // 128, sent_before_flush
+        async with h.svc.engine.connect() as conn:
+            found = select(func.count()).where(events.c.type == "test.burst")
+            assert int((await conn.execute(found)).scalar_one()) == 1000
+
+
 async def test_a_writer_process_that_cannot_start_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     recorder = ProcessRecorder(missing, window=0.05)
