@@ -170,8 +170,8 @@ def append(
 ) -> int:
     """Append ``batch`` to the tenant's chain; the new head seq. Synchronous: the writer runs
     a whole commit either inside ``AsyncConnection.run_sync`` (one greenlet for all of its
-    statements) or, on SQLite in the audit writer process, on a blocking engine in one call
-    rather than a thread hand-off per statement."""
+    statements) or, on SQLite in the audit writer process, on a blocking engine in one thread
+    hand-off rather than a few per statement."""
     head = lock_head(conn, tenant_id)
     users = {p.user_id for p in batch if p.user_id is not None}
     if users and pseudonyms is None:

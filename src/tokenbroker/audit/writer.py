@@ -9,8 +9,7 @@ gateway with ``audit.durability = "sync"``; a waiting commit cuts the window sho
 
 A commit is synchronous code (:func:`~tokenbroker.audit.chain.append_all`): on an async engine
 it runs inside ``run_sync``; on a blocking engine (SQLite in the audit writer process) it runs
-on the event loop's thread, the process having nothing else to do meanwhile (records wait in
-its socket).
+in a worker thread, so the event loop keeps reading records meanwhile.
 
 When the queue is full or the last commit failed, ``healthy`` turns false; the gateway then
 refuses new requests with 503 ``store_unavailable`` (``audit.on_failure = "deny"``) rather
@@ -213,10 +212,7 @@ class ChainedRecorder:
             async with engine.begin() as conn:
                 await conn.run_sync(append_all, by_tenant, self._pseudonyms)
         else:
-            # The writer process's SQLite: the commit runs on the event loop's own thread. The
-            # process has nothing else to do meanwhile (frames wait in the socket), and a
-            # thread hand-off per commit cost more than the commit's own SQL.
-            self._write_blocking(engine, by_tenant)
+            await asyncio.to_thread(self._write_blocking, engine, by_tenant)
 
     def _write_blocking(self, engine: Engine, by_tenant: dict[str, list[Prepared]]) -> None:
         with engine.begin() as conn:

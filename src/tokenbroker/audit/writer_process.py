@@ -47,7 +47,7 @@ async def serve(sock: socket.socket, config: Path) -> None:
     from tokenbroker.vault.settings_keys import keyring_provider
 
     settings = load_settings(config)
-    # SQLite: whole commits in one blocking call (see create_blocking_sqlite_engine);
+    # SQLite: whole commits in one thread hand-off (see create_blocking_sqlite_engine);
     # PostgreSQL: asyncpg, no threads at all.
     url = settings.database_url
     engine = (

@@ -38,15 +38,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def create_blocking_sqlite_engine(url: str) -> Engine:
     """A synchronous engine on an SQLite file, for code that runs a whole transaction in one
-    blocking call (the audit writer process, on its event loop's thread): aiosqlite hands every
-    call of a statement to its thread and back, a dozen hand-offs per commit that cost more than
-    the commit itself (and one hand-off per commit still cost a third of the writer's CPU with
-    commits of 128 records, ``bench/audit_writer.py``)."""
+    worker thread (the audit writer process): aiosqlite hands every call of a statement to its
+    thread and back, a dozen hand-offs per commit that cost more than the commit itself."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         raise ValueError("a blocking engine is only made for SQLite")
     parsed = parsed.set(drivername="sqlite+pysqlite")
-    # Not bound to the thread that opened it (tests and tools may commit from another).
+    # The pool hands a connection to whichever executor thread runs the next commit.
     engine = create_sync_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
