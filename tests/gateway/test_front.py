@@ -77,37 +77,31 @@ def served_by_front(headers: dict[str, str]) -> bool:
     return "server" not in headers
 
 
+async def ask(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent: bytes
+) -> tuple[int, bool]:
+    """Send one request on the connection: its answer's status, and whether the front wrote it."""
+    writer.write(sent)
+    status, headers, _ = await read_answer(reader)
+    return status, served_by_front(headers)
+
+
 async def test_one_connection_carries_proxy_and_management_requests(tmp_path: Path) -> None:
     async with broker(tmp_path) as (h, token):
         reader, writer = await open_connection(h)
-        writer.write(request("GET", "/proxy/acme/files", token))
-        status, headers, _ = await read_answer(reader)
-        assert status == 200
-        assert served_by_front(headers)
+        assert await ask(reader, writer, request("GET", "/proxy/acme/files", token)) == (200, True)
         # Another path on the same connection: aiohttp answers it (the front hands over).
-        writer.write(request("GET", "/v1/agents", ADMIN_KEY))
-        status, headers, body = await read_answer(reader)
-        assert status == 200, body
-        assert not served_by_front(headers), body
+        assert await ask(reader, writer, request("GET", "/v1/agents", ADMIN_KEY)) == (200, False)
         # From then on aiohttp carries the connection, /proxy/ included, with the same result.
-        writer.write(request("GET", "/proxy/acme/files", token))
-        status, headers, _ = await read_answer(reader)
-        assert status == 200
-        assert not served_by_front(headers)
+        assert await ask(reader, writer, request("GET", "/proxy/acme/files", token)) == (200, False)
         writer.close()
 
 
 async def test_a_connection_that_starts_elsewhere_is_aiohttps(tmp_path: Path) -> None:
     async with broker(tmp_path) as (h, token):
         reader, writer = await open_connection(h)
-        writer.write(request("GET", "/healthz", token))
-        status, headers, _ = await read_answer(reader)
-        assert status == 200
-        assert not served_by_front(headers)
-        writer.write(request("GET", "/proxy/acme/files", token))
-        status, headers, _ = await read_answer(reader)
-        assert status == 200
-        assert not served_by_front(headers)
+        assert await ask(reader, writer, request("GET", "/healthz", "")) == (200, False)
+        assert await ask(reader, writer, request("GET", "/proxy/acme/files", token)) == (200, False)
         writer.close()
 
 
