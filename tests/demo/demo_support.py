@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -13,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp.test_utils import TestClient
+from harness import free_port as free_port  # the demo tests' servers pick ports the same way
 from joserfc.jwk import KeySet
 
 from tokenbroker.demo.settings import DemoProviderSettings
@@ -43,13 +43,6 @@ class Demo:
     clock: FakeClock
     provider: TestClient[Any, Any]
     api: TestClient[Any, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pkce_pair() -> tuple[str, str]:

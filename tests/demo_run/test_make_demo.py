@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import socket
 from pathlib import Path
 
 import aiohttp
+from harness import free_port
 
 from tokenbroker.demo.run import prepare, run_demo
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_a_person_connects_alice_through_the_demo_login_and_consent(tmp_path: Path) -> None:
-    ports = (_free_port(), _free_port(), _free_port(), _free_port())
+    ports = (free_port(), free_port(), free_port(), free_port())
     prepare(tmp_path, ports)
     stop = asyncio.Event()
     task = asyncio.create_task(run_demo(tmp_path, ports, stop))

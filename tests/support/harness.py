@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -53,9 +54,32 @@ PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port free now, for a server started later (its URL goes into settings
+    first). Chosen below the kernel's ephemeral range: a port from that range can be taken by
+    any outgoing connection before the server binds it (seen in CI as EADDRINUSE)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = PORTS_FROM + secrets.randbelow(max(1, low - PORTS_FROM))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # everything below the range taken: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PORTS_FROM = 20_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 @asynccontextmanager
