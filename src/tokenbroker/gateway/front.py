@@ -173,16 +173,15 @@ class FrontConnection(asyncio.Protocol):
         ):
             raise _NotLean
         headers: list[tuple[str, str]] = []
-        length: int | None = None
+        first: dict[str, str] = {}  # each name's first value, by its lowercase name
         for name, value in self._fields:
             key = name.decode("latin-1")
             text = value.decode("utf-8", "surrogateescape")
-            lower = key.lower()
-            if lower == "content-length":
-                length = int(text)  # llhttp accepted it: digits only, one value
-            elif lower == "expect":
-                raise _NotLean  # aiohttp answers 100-continue
             headers.append((key, text))
+            first.setdefault(key.lower(), text)
+        if "expect" in first:
+            raise _NotLean  # aiohttp answers 100-continue
+        length = first.get("content-length")  # llhttp accepted it: digits only, one value
         self._held = None
         self._head_bytes = -1
         exchange = LeanExchange(
@@ -190,7 +189,8 @@ class FrontConnection(asyncio.Protocol):
             parser.get_method().decode("ascii"),
             self._url.decode("utf-8", "surrogateescape"),
             headers,
-            content_length=length,
+            first,
+            content_length=None if length is None else int(length),
             http11=parser.get_http_version() == "1.1",
             keep_alive=parser.should_keep_alive(),
         )

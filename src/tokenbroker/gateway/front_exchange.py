@@ -58,6 +58,7 @@ class LeanExchange:
         "_carrier",
         "_chunked",
         "_complete",
+        "_first",
         "_headers",
         "_lost",
         "_paused",
@@ -78,6 +79,7 @@ class LeanExchange:
         method: str,
         raw_path: str,
         headers: list[Header],
+        first: dict[str, str],
         *,
         content_length: int | None,
         http11: bool,
@@ -87,6 +89,7 @@ class LeanExchange:
         self.method = method
         self.raw_path = raw_path
         self._headers = headers
+        self._first = first
         self.content_length = content_length
         self.http11 = http11
         self.keep_alive = keep_alive
@@ -106,18 +109,10 @@ class LeanExchange:
     def body_exists(self) -> bool:
         if self.content_length is not None:
             return self.content_length > 0
-        return bool(self.header("Transfer-Encoding"))
-
-    @property
-    def body_complete(self) -> bool:
-        return self._complete
+        return "transfer-encoding" in self._first
 
     def header(self, name: str) -> str:
-        lower = name.lower()
-        for key, value in self._headers:
-            if key.lower() == lower:
-                return value
-        return ""
+        return self._first.get(name.lower(), "")
 
     def header_items(self) -> Iterable[Header]:
         return self._headers
