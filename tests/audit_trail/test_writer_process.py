@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from agents import proxy, ready
@@ -246,3 +247,48 @@ async def test_an_embedded_broker_cannot_use_a_writer_process(tmp_path: Path) ->
         with pytest.raises(ConfigError, match='writer = "process"'):
             await open_gateway_recorder(svc)
         assert trail_of(svc).gateway_writer is None
+
+
+class _Captured:
+    """Stands in for the socket to a writer process: keeps the messages written to it."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, ...]] = []
+
+    def write(self, data: bytes) -> None:
+        self.messages.append(marshal.loads(data[4:]))
+
+    def request_ids(self) -> list[list[str]]:
+        return [[str(r[7]["request_id"]) for r in m[1]] for m in self.messages]
+
+
+def _started(request_id: str) -> Event:
+    detail: dict[str, Any] = {"request_id": request_id}
+    return Event.of_plain("proxy.started", "default", "agent:a", "usr", "demo", None, "ok", detail)
+
+
+async def test_a_new_writer_process_gets_every_unconfirmed_frame_without_what_was_confirmed() -> (
+    None
+):
+    """The worker keeps the frames it sent, as bytes, until they are confirmed: a restarted
+    writer process gets them again in order, the first without the records the dead one
+    confirmed, then those framed while none was running."""
+    recorder = ProcessRecorder(Path("unused.toml"), window=10.0)
+    first = _Captured()
+    recorder._stream, recorder._alive = cast(asyncio.StreamWriter, first), True
+    for i in range(1, 9):
+        await recorder.record(_started(f"r{i}"))
+        if i in (5, 8):
+            recorder._send()
+    recorder._progress(3, False)  # r1-r3 committed, then the writer process died
+    recorder._alive = False
+    await recorder.record(_started("r9"))
+    recorder._send()  # framed, not written: no writer process is running
+    assert first.request_ids() == [["r1", "r2", "r3", "r4", "r5"], ["r6", "r7", "r8"]]
+    assert recorder.queue_depth == 6
+
+    second = _Captured()
+    recorder._resend(cast(asyncio.StreamWriter, second))
+    assert second.request_ids() == [["r4", "r5"], ["r6", "r7", "r8"], ["r9"]]
+    recorder._progress(9, False)
+    assert recorder.queue_depth == 0

@@ -10,8 +10,9 @@ quiet window costs one system call, one wake-up of the writer and one commit, an
 commit per :data:`SEND_AT_MOST` records. (On a virtual machine each wake-up of a process on
 another core costs more than the audit work it carries: a frame every 5 ms took a fifth of the
 writer's CPU, ``bench/audit_writer.py``.) How early is learnt: the time from sending a frame to
-its commit being reported, with a margin, at most half a window. The worker keeps every record
-until the writer reports it committed, so it keeps the in-process writer's guarantees:
+its commit being reported, with a margin, at most half a window. The worker keeps every frame
+it sent, as bytes (the records' objects are freed once framed), until the writer reports its
+records committed, so it keeps the in-process writer's guarantees:
 
 - ``sync`` durability and management-style waits get their answer once the record is
   committed (their record is sent at once and the writer commits it at once);
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import marshal
 import socket
 import sys
 import time
@@ -62,6 +64,18 @@ class WriterProcessExited(RuntimeError):
     pass
 
 
+class _Frame:
+    """Records ``last - count + 1`` to ``last``, framed. ``queued``: when the first of them was
+    put; ``sent``: when they were written to the writer process (None: not yet, no writer
+    process was running)."""
+
+    __slots__ = ("count", "last", "payload", "queued", "sent")
+
+    def __init__(self, last: int, count: int, queued: float, payload: bytes) -> None:
+        self.last, self.count, self.queued, self.payload = last, count, queued, payload
+        self.sent: float | None = None
+
+
 class ProcessRecorder:
     def __init__(
         self, config: Path, *, window: float, sync: bool = False, max_queue: int = 50_000
@@ -70,15 +84,18 @@ class ProcessRecorder:
         self._window = window
         self._sync = sync
         self._max_queue = max_queue
-        self._unconfirmed: deque[tuple[int, float, Record]] = deque()  # (number, queued, record)
         self._put_count = 0  # records numbered 1, 2, ... in the order they were put
         self._confirmed = 0  # every record up to this number is committed
         self._base = 0  # records confirmed by earlier writer processes
         self._outbox: list[Record] = []
+        self._outbox_since = 0.0  # when the outbox's first record was put
+        # Records sent (or, while no writer process runs, framed) and not confirmed yet, as
+        # the frames that carried them: kept as bytes, not as the records' objects, until the
+        # writer reports them committed, and sent again to a restarted writer.
+        self._frames: deque[_Frame] = deque()
         # A record waits in the outbox this long; the writer then has the rest of the window to
         # commit it (see _learn). Half a window until the first commits have been timed.
         self._send_after = window / 2
-        self._in_flight: deque[tuple[int, float]] = deque()  # (last record number, sent at)
         self._commit_delays: deque[float] = deque(maxlen=LEARN_FROM)
         self._urgent = False
         self._scheduled: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -94,12 +111,12 @@ class ProcessRecorder:
 
     @property
     def healthy(self) -> bool:
-        return self._alive and not self._failing and len(self._unconfirmed) < self._max_queue
+        return self._alive and not self._failing and self.queue_depth < self._max_queue
 
     @property
     def queue_depth(self) -> int:
         """Records the writer process has not confirmed committed."""
-        return len(self._unconfirmed)
+        return self._put_count - self._confirmed
 
     # --- the writer process -------------------------------------------------------------------
     async def start(self) -> None:
@@ -129,10 +146,20 @@ class ProcessRecorder:
             raise WriterProcessExited(f"the audit writer process did not start (exit {code})")
         self._proc, self._stream, self._alive = proc, stream, True
         self._listener = asyncio.create_task(self._listen(reader, proc))
-        if self._unconfirmed:  # a restart: everything not confirmed goes again, in order
-            self._outbox = []
-            self._in_flight.clear()
-            stream.write(frame(("records", [r for _, _, r in self._unconfirmed], True)))
+        self._resend(stream)
+
+    def _resend(self, stream: asyncio.StreamWriter) -> None:
+        """A restart: every frame not confirmed goes again, in order (the first without the
+        records the last writer process confirmed, if it confirmed part of it)."""
+        now = time.monotonic()
+        for sent in self._frames:
+            unconfirmed = sent.last - self._confirmed
+            if unconfirmed < sent.count:
+                _, records, urgent = marshal.loads(sent.payload[4:])  # noqa: S302 (our own)
+                sent.payload = frame(("records", records[-unconfirmed:], urgent))
+                sent.count = unconfirmed
+            stream.write(sent.payload)
+            sent.sent = now
 
     async def _listen(self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ConnectionError, ValueError):
@@ -147,7 +174,7 @@ class ProcessRecorder:
         log.error(
             "the audit writer process exited (code %s); starting another, %d records to resend",
             code,
-            len(self._unconfirmed),
+            self.queue_depth,
         )
         self._base = self._confirmed
         delay = 0.1
@@ -165,9 +192,7 @@ class ProcessRecorder:
         if confirmed > self._confirmed:
             self._confirmed = confirmed
             self._learn(confirmed)
-            unconfirmed, waiters = self._unconfirmed, self._waiters
-            while unconfirmed and unconfirmed[0][0] <= confirmed:
-                unconfirmed.popleft()
+            waiters = self._waiters
             while waiters and waiters[0][0] <= confirmed:
                 done = waiters.popleft()[1]
                 if not done.done():
@@ -179,9 +204,11 @@ class ProcessRecorder:
         """Time the frames now committed. A record is sent when it is ``window - margin`` old,
         the margin being 1.25 times the longest recent delay from sending to the commit being
         reported (at most half a window): it is then committed by the end of its window."""
-        in_flight, now, delays = self._in_flight, time.monotonic(), self._commit_delays
-        while in_flight and in_flight[0][0] <= confirmed:
-            delays.append(now - in_flight.popleft()[1])
+        frames, now, delays = self._frames, time.monotonic(), self._commit_delays
+        while frames and frames[0].last <= confirmed:
+            sent = frames.popleft().sent
+            if sent is not None:
+                delays.append(now - sent)
         if delays:
             margin = min(1.25 * max(delays), self._window / 2)
             self._send_after = self._window - margin
@@ -201,9 +228,10 @@ class ProcessRecorder:
         if self._sync:
             await self.commit(event)
             return
-        unconfirmed = self._unconfirmed
         number = self._put(event)
-        if time.monotonic() - unconfirmed[0][1] > BACK_PRESSURE_WINDOWS * self._window:
+        frames = self._frames
+        oldest = frames[0].queued if frames else self._outbox_since
+        if time.monotonic() - oldest > BACK_PRESSURE_WINDOWS * self._window:
             await self._until(number)
 
     async def commit(self, event: Event) -> None:
@@ -233,7 +261,7 @@ class ProcessRecorder:
             log.error(
                 "the audit writer process did not finish within %.0f s; %d records may be lost",
                 STOP_SECONDS,
-                self._put_count - self._confirmed,
+                self.queue_depth,
             )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -246,13 +274,14 @@ class ProcessRecorder:
 
     # --- internals ----------------------------------------------------------------------------
     def _put(self, event: Event, *, urgent: bool = False) -> int:
-        if len(self._unconfirmed) >= self._max_queue:
+        if self._put_count - self._confirmed >= self._max_queue:
             self.lost += 1
             raise StoreUnavailable("the audit queue is full")
-        record = to_record(event, time.time())
+        outbox = self._outbox
+        if not outbox:
+            self._outbox_since = time.monotonic()
+        outbox.append(to_record(event, time.time()))
         self._put_count = number = self._put_count + 1
-        self._unconfirmed.append((number, time.monotonic(), record))
-        self._outbox.append(record)
         scheduled = self._scheduled
         if urgent or len(self._outbox) >= SEND_AT_MOST:
             self._urgent = self._urgent or urgent
@@ -271,11 +300,16 @@ class ProcessRecorder:
             self._scheduled = None
         batch, self._outbox = self._outbox, []
         urgent, self._urgent = self._urgent, False
-        if batch and self._alive and self._stream is not None:
-            self._stream.write(frame(("records", batch, urgent)))
-            self._in_flight.append((self._put_count, time.monotonic()))
+        if not batch:
+            return
+        payload = frame(("records", batch, urgent))
+        framed = _Frame(self._put_count, len(batch), self._outbox_since, payload)
+        self._frames.append(framed)
+        if self._alive and self._stream is not None:
+            self._stream.write(framed.payload)
+            framed.sent = time.monotonic()
             self.frames_sent += 1
-        # Not alive: the records wait in self._unconfirmed and go to the next writer process.
+        # Not alive: the frame waits in self._frames and goes to the next writer process.
 
     async def _until(self, number: int) -> None:
         if number <= self._confirmed:
