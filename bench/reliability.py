@@ -4,7 +4,7 @@ Run by hand from the repository root (never in tests); PostgreSQL on 127.0.0.1:5
 multi-process figure. Everything talks to the DEMO provider and its API on loopback, through
 the test suite's harness (``tests/support``):
 
-    .venv/bin/python bench/reliability.py [--only single-flight|crash|isolation] [--kills N]
+    .venv/bin/python bench/reliability.py [--only single-flight|crash|isolation|rotation|outage]
 
 - ``single-flight``: ``--trials`` times, 100 concurrent uses of a connection whose access token
   has expired, spread over 3 broker processes sharing a PostgreSQL database, against a provider
@@ -20,6 +20,11 @@ the test suite's harness (``tests/support``):
   for bob's connection (ids and names in paths, queries and headers). Every outbound connection
   the broker attempts is checked against the provider's API address (anything else is counted
   and refused before a packet leaves), and the API counts whose token it received.
+- ``rotation``: ``--rows`` sealed values re-wrapped under a new key by the operator's commands
+  while agents call the gateway and refreshes seal new tokens (SQLite and PostgreSQL).
+- ``outage``: the provider's token endpoint answers 503 for ``--outage-seconds`` (10 minutes)
+  under load: requests with a valid access token must all succeed, those that need a refresh
+  must get 503 within 2 s, and every user's calls must succeed again soon after it is back.
 """
 
 from __future__ import annotations
@@ -354,6 +359,110 @@ async def _rotation(
         ]
 
 
+# --- outage ------------------------------------------------------------------------------------
+OUTAGE_USERS = 20  # half keep a valid access token through the outage, half need a refresh
+
+
+async def outage(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, str]]:
+    """The provider's token endpoint answers 503 for ``--outage-seconds`` while 8 callers use
+    the gateway, 4 for 10 users whose access tokens stay valid and 4 for 10 users whose tokens
+    are due for refresh when it starts. Then it comes back, and the time until every user's
+    calls succeed again is measured. PostgreSQL, as in production."""
+    async with postgres_database() as url, running(tmp, url, **GATEWAY_CONFIG, **UNLIMITED) as h:
+        return await _outage(args, h)
+
+
+async def _outage(args: argparse.Namespace, h: Harness) -> list[tuple[str, str, str]]:
+    assert h.state is not None
+    made = await agent(h)
+    tokens: dict[str, str] = {}
+    stale: list[str] = []
+    for i in range(OUTAGE_USERS):
+        user = f"user{i}"
+        connection = await h.connect(user, ["files:read"])
+        await grant(h, made["id"], ["files:read"], user_id=user)
+        tokens[user] = await session(h, made["id"], user)
+        if i % 2:
+            stale.append(connection["id"])
+    groups = {needs: [f"user{i}" for i in range(needs, OUTAGE_USERS, 2)] for needs in (0, 1)}
+    answers: dict[int, Counter[int]] = {0: Counter(), 1: Counter()}  # by "needs a refresh"
+    latencies: dict[int, list[float]] = {0: [], 1: []}
+    url = f"http://127.0.0.1:{h.broker_port}/proxy/acme/files"
+
+    async def call(http: aiohttp.ClientSession, user: str) -> int:
+        async with http.get(url, headers={"Authorization": f"Bearer {tokens[user]}"}) as resp:
+            await resp.read()
+            return resp.status
+
+    async def caller(needs: int, first: int, until: float) -> None:
+        users = itertools.cycle(groups[needs][first:] + groups[needs][:first])
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < until:
+                started = time.monotonic()
+                answers[needs][await call(http, next(users))] += 1
+                latencies[needs].append(time.monotonic() - started)
+
+    behaviour, down = h.state.behaviour, [503] * 100_000
+
+    async def keep_down(until: float) -> None:
+        """The demo provider takes injected faults from a list: keep it full."""
+        while time.monotonic() < until:
+            if len(behaviour.token_failures) < 50_000:
+                behaviour.token_failures.extend(down)
+            await asyncio.sleep(0.5)
+
+    behaviour.token_failures = list(down)
+    for connection_id in stale:
+        await h.expire_access_token(connection_id)
+    calls_before = h.token_calls
+    until = time.monotonic() + args.outage_seconds
+    callers = [caller(needs, i, until) for needs in (0, 1) for i in range(4)]
+    await asyncio.gather(keep_down(until), *callers)
+    behaviour.token_failures = []
+    calls_during = h.token_calls - calls_before
+
+    back = time.monotonic()
+    steady: float | None = None
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() - back < 120:
+            statuses = await asyncio.gather(*(call(http, user) for user in sorted(tokens)))
+            if all(status == 200 for status in statuses):
+                steady = time.monotonic() - back
+                break
+            await asyncio.sleep(0.1)
+
+    def ms(values: list[float], q: float) -> str:
+        return f"{sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000:.0f}"
+
+    valid, refresh = answers[0], answers[1]
+    other = sum(n for status, n in refresh.items() if status != 503)
+    return [
+        ("token endpoint answering 503, 8 callers", f"{args.outage_seconds:g} s", ""),
+        ("token-endpoint calls during the outage", f"{calls_during:,}", ""),
+        (
+            "requests with a valid access token / succeeded",
+            f"{sum(valid.values()):,} / {valid[200]:,}",
+            "100%",
+        ),
+        ("their latency p50 / max", f"{ms(latencies[0], 0.5)} / {ms(latencies[0], 1)} ms", ""),
+        (
+            "requests that needed a refresh / answered 503",
+            f"{sum(refresh.values()):,} / {refresh[503]:,} (other: {other})",
+            "all 503",
+        ),
+        (
+            "their latency p50 / max",
+            f"{ms(latencies[1], 0.5)} / {ms(latencies[1], 1)} ms",
+            "max <= 2 s",
+        ),
+        (
+            "provider back: every user's calls succeed after",
+            "more than 120 s" if steady is None else f"{steady:.1f} s",
+            "<= 30 s",
+        ),
+    ]
+
+
 # --- isolation ---------------------------------------------------------------------------------
 HOSTS = [
     "169.254.169.254", "metadata.google.internal", "100.100.100.200", "10.0.0.1", "172.16.0.1",
@@ -494,6 +603,7 @@ SCENARIOS = {
     "crash": crash,
     "isolation": isolation,
     "rotation": rotation,
+    "outage": outage,
 }
 
 
@@ -523,6 +633,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8, help="broker processes killed at once")
     parser.add_argument("--idor", type=int, default=10_000, help="IDOR probes sent")
     parser.add_argument("--rows", type=int, default=100_000, help="sealed values to rewrap")
+    parser.add_argument(
+        "--outage-seconds", type=float, default=600, help="how long the token endpoint is down"
+    )
     os.environ.setdefault("TOKENBROKER_REQUIRE_SERVICES", "1")
     asyncio.run(run(parser.parse_args()))
 
