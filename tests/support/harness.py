@@ -56,10 +56,18 @@ PG_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0
 def free_port() -> int:
     """A loopback port free now, for a server started later (its URL goes into settings
     first). Chosen below the kernel's ephemeral range: a port from that range can be taken by
-    any outgoing connection before the server binds it (seen in CI as EADDRINUSE)."""
+    any outgoing connection before the server binds it (seen in CI as EADDRINUSE). Handed out
+    in sequence from a random start, so that one test process never gives the same port to
+    two servers it has not started yet (a harness picks three before binding any: independent
+    random picks collided about once a CI run)."""
+    global _next_port
     low = _ephemeral_low()
+    span = max(1, low - PORTS_FROM)
+    if _next_port is None:
+        _next_port = secrets.randbelow(span)
     for _ in range(200):
-        port = PORTS_FROM + secrets.randbelow(max(1, low - PORTS_FROM))
+        port = PORTS_FROM + _next_port % span
+        _next_port += 1
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -72,6 +80,7 @@ def free_port() -> int:
 
 
 PORTS_FROM = 20_000
+_next_port: int | None = None
 
 
 def _ephemeral_low() -> int:
