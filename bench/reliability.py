@@ -22,9 +22,10 @@ the test suite's harness (``tests/support``):
   and refused before a packet leaves), and the API counts whose token it received.
 - ``rotation``: ``--rows`` sealed values re-wrapped under a new key by the operator's commands
   while agents call the gateway and refreshes seal new tokens (SQLite and PostgreSQL).
-- ``outage``: the provider's token endpoint answers 503 for ``--outage-seconds`` (10 minutes)
-  under load: requests with a valid access token must all succeed, those that need a refresh
-  must get 503 within 2 s, and every user's calls must succeed again soon after it is back.
+- ``outage``: the provider's token endpoint answers 503 (``--outage-kind 503``) or accepts
+  requests and never answers (``hang``) for ``--outage-seconds`` (10 minutes) under load:
+  requests with a valid access token must all succeed, those that need a refresh must get 503
+  within 2 s, and every user's calls must succeed again soon after it is back.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ from tokenbroker.secret import Secret  # noqa: E402
 from tokenbroker.vault.envelope import SealContext  # noqa: E402
 from tokenbroker.vault.rotation import check_all, count_by_key  # noqa: E402
 
-CRASH_LEASE = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2}}
+# After a kill, the check waits for the dead holder's lease to expire, not a request's 1.5 s.
+CRASH_LEASE = {
+    "refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2, "request_wait_ms": 10_000}
+}
 UNLIMITED = {  # the probes measure the gateway's checks, not its rate limits
     "gateway": {
         "user_rate_per_second": 1_000_000,
@@ -361,13 +365,14 @@ async def _rotation(
 
 # --- outage ------------------------------------------------------------------------------------
 OUTAGE_USERS = 20  # half keep a valid access token through the outage, half need a refresh
+KINDS = {"503": "answering 503", "hang": "never answering"}
 
 
 async def outage(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, str]]:
-    """The provider's token endpoint answers 503 for ``--outage-seconds`` while 8 callers use
-    the gateway, 4 for 10 users whose access tokens stay valid and 4 for 10 users whose tokens
-    are due for refresh when it starts. Then it comes back, and the time until every user's
-    calls succeed again is measured. PostgreSQL, as in production."""
+    """The provider's token endpoint answers 503, or never answers, for ``--outage-seconds``
+    while 8 callers use the gateway, 4 for 10 users whose access tokens stay valid and 4 for 10
+    users whose tokens are due for refresh when it starts. Then it comes back, and the time
+    until every user's calls succeed again is measured. PostgreSQL, as in production."""
     async with postgres_database() as url, running(tmp, url, **GATEWAY_CONFIG, **UNLIMITED) as h:
         return await _outage(args, h)
 
@@ -402,7 +407,11 @@ async def _outage(args: argparse.Namespace, h: Harness) -> list[tuple[str, str, 
                 answers[needs][await call(http, next(users))] += 1
                 latencies[needs].append(time.monotonic() - started)
 
-    behaviour, down = h.state.behaviour, [503] * 100_000
+    behaviour = h.state.behaviour
+    down: list[int | str] = [503] * 100_000
+    if args.outage_kind == "hang":
+        behaviour.timeout_seconds = args.outage_seconds + 60  # until the provider shuts down
+        down = ["timeout"] * 100_000
 
     async def keep_down(until: float) -> None:
         """The demo provider takes injected faults from a list: keep it full."""
@@ -419,6 +428,7 @@ async def _outage(args: argparse.Namespace, h: Harness) -> list[tuple[str, str, 
     callers = [caller(needs, i, until) for needs in (0, 1) for i in range(4)]
     await asyncio.gather(keep_down(until), *callers)
     behaviour.token_failures = []
+    behaviour.timeout_seconds = 0  # a request the endpoint still holds is answered now
     calls_during = h.token_calls - calls_before
 
     back = time.monotonic()
@@ -437,7 +447,7 @@ async def _outage(args: argparse.Namespace, h: Harness) -> list[tuple[str, str, 
     valid, refresh = answers[0], answers[1]
     other = sum(n for status, n in refresh.items() if status != 503)
     return [
-        ("token endpoint answering 503, 8 callers", f"{args.outage_seconds:g} s", ""),
+        (f"token endpoint {KINDS[args.outage_kind]}, 8 callers", f"{args.outage_seconds:g} s", ""),
         ("token-endpoint calls during the outage", f"{calls_during:,}", ""),
         (
             "requests with a valid access token / succeeded",
@@ -635,6 +645,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="sealed values to rewrap")
     parser.add_argument(
         "--outage-seconds", type=float, default=600, help="how long the token endpoint is down"
+    )
+    parser.add_argument(
+        "--outage-kind", choices=["503", "hang"], default="503", help="how it is down"
     )
     os.environ.setdefault("TOKENBROKER_REQUIRE_SERVICES", "1")
     asyncio.run(run(parser.parse_args()))

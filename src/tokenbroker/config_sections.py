@@ -31,7 +31,10 @@ class RefreshSettings:
     lease_seconds: int = 30  # a dead holder's lease expires on its own after this
     attempt_timeout_seconds: int = 10  # hard deadline of one token-endpoint call (< lease)
     max_attempts: int = 3  # per caller, for 5xx / timeouts / network errors
-    wait_seconds: int = 20  # how long a caller waits for a refresh before a typed error
+    wait_seconds: int = 20  # how long one refresh keeps trying (retries, another holder's lease)
+    # A request waits at most this long for a refresh, then gets 503 provider_unavailable
+    # while the refresh goes on under its lease (a hanging token endpoint never holds it).
+    request_wait_ms: int = 1500
     recent_use_seconds: int = 900  # the background refresher only keeps these warm
     background_interval_seconds: int = 15
     cooldown_base_seconds: int = 30
@@ -105,6 +108,8 @@ def parse_refresh(raw: Mapping[str, Any]) -> RefreshSettings:
     settings = RefreshSettings(**values)
     if settings.attempt_timeout_seconds * 2 > settings.lease_seconds:
         raise ConfigError("[refresh] attempt_timeout_seconds must be at most half of lease_seconds")
+    if settings.request_wait_ms < 1:
+        raise ConfigError("[refresh] request_wait_ms must be at least 1")
     return settings
 
 

@@ -524,3 +524,12 @@ def test_inline_admin_key_gets_the_specific_message(tmp_path: Path) -> None:
     raw = {"public_url": "https://broker.example.com", "admin": {"key": "x" * 20}}
     with pytest.raises(ConfigError, match="never inline"):
         parse_settings(raw, {}, base_dir=tmp_path)
+
+
+def test_refresh_timings_must_keep_a_request_bounded_and_an_attempt_inside_its_lease() -> None:
+    assert parse().refresh.request_wait_ms == 1500
+    assert parse({"refresh": {"request_wait_ms": 250}}).refresh.request_wait_ms == 250
+    with pytest.raises(ConfigError, match="request_wait_ms must be at least 1"):
+        parse({"refresh": {"request_wait_ms": 0}})
+    with pytest.raises(ConfigError, match="attempt_timeout_seconds must be at most half"):
+        parse({"refresh": {"attempt_timeout_seconds": 20, "lease_seconds": 30}})

@@ -289,6 +289,32 @@ async def test_provider_down_during_refresh_answers_503_with_retry_after(
         assert int(headers["Retry-After"]) >= 1
 
 
+async def test_a_hanging_token_endpoint_answers_503_within_the_requests_wait(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The token endpoint accepts the refresh and never answers: the agent gets 503
+    ``provider_unavailable`` with ``Retry-After: 1`` after ``request_wait_ms``, not after the
+    attempt's deadline, and nothing reaches the API."""
+    bounded = {
+        "refresh": {"attempt_timeout_seconds": 5, "lease_seconds": 10, "request_wait_ms": 400}
+    }
+    async with running(tmp_path, database_url, **GATEWAY_CONFIG, **bounded) as h:
+        token, _ = await ready(h)
+        assert h.state is not None
+        _status, doc = await h.admin("GET", "/v1/connections?user_id=alice")
+        await h.expire_access_token(doc["connections"][0]["id"])
+        h.state.behaviour.timeout_seconds = 30
+        h.state.behaviour.token_failures = ["timeout"]
+        before = h.counter("api_calls")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, headers, body = await proxy(h, token, "GET", "/proxy/acme/files")
+        assert loop.time() - started < 2.0
+        assert (status, json.loads(body)["error"]) == (503, "provider_unavailable")
+        assert headers["Retry-After"] == "1"
+        assert h.counter("api_calls") == before
+
+
 async def test_a_users_calls_beyond_the_rate_limit_get_429_and_reach_nothing(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -13,7 +13,19 @@ from sqlalchemy import select
 from tokenbroker.db.schema import provider_health
 from tokenbroker.errors import NeedsReauth, ProviderMisconfigured, RefreshUnavailable
 
-FAST = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 4, "wait_seconds": 6}}
+# The refresh's own behaviour, each caller waiting for its outcome (a request's usual 1.5 s
+# bound has tests of its own below).
+FAST = {
+    "refresh": {
+        "attempt_timeout_seconds": 1,
+        "lease_seconds": 4,
+        "wait_seconds": 6,
+        "request_wait_ms": 10_000,
+    }
+}
+
+# A request's wait for a refresh, short against the attempt's deadline.
+BOUNDED = {"refresh": {"attempt_timeout_seconds": 2, "lease_seconds": 4, "request_wait_ms": 300}}
 
 
 async def _connected(h: Harness) -> dict[str, Any]:
@@ -299,3 +311,101 @@ async def test_admin_can_force_a_refresh(tmp_path: Path, database_url: str) -> N
         assert status == 200, doc
         assert doc["last_refresh_at"] is not None
         assert h.counter("refresh_calls") == 1
+
+
+async def test_a_request_stops_waiting_for_a_slow_refresh_which_goes_on_and_serves_the_next_call(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A token endpoint that takes 1.5 s: callers bounded at 0.3 s get 503 (``Retry-After``)
+    in time, the one refresh is neither cancelled nor repeated, and its token serves the next
+    call without another token-endpoint call."""
+    async with running(tmp_path, database_url, **BOUNDED) as h:
+        assert h.state is not None
+        connection = await _connected(h)
+        old = await _token(h, connection["id"])
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_delay_seconds = 1.5
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes = await asyncio.gather(
+            *(_token(h, connection["id"]) for _ in range(5)), return_exceptions=True
+        )
+        waited = loop.time() - started
+        assert all(isinstance(outcome, RefreshUnavailable) for outcome in outcomes), outcomes
+        assert all(outcome.retry_after == 1 for outcome in outcomes)  # type: ignore[union-attr]
+        assert 0.3 <= waited < 1.2
+        await asyncio.sleep(1.6)  # the refresh finishes on its own
+        assert h.counter("refresh_calls") == 1
+        new = await _token(h, connection["id"])
+        assert new != old
+        assert h.counter("refresh_calls") == 1
+        row = await h.connection_row(connection["id"])
+        assert (row["status"], row["version"], row["lease_owner"]) == ("active", 2, None)
+
+
+async def test_a_hanging_token_endpoint_costs_each_request_only_its_wait(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The endpoint never answers (the attempt's deadline is 2 s): each request gets 503 after
+    its 0.3 s, however many come while the attempt hangs, and only one attempt is sent."""
+    async with running(tmp_path, database_url, **BOUNDED) as h:
+        assert h.state is not None
+        h.state.behaviour.timeout_seconds = 30
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["timeout"]
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            started = loop.time()
+            with pytest.raises(RefreshUnavailable):
+                await _token(h, connection["id"])
+            assert loop.time() - started < 1.0
+        assert h.counter("refresh_calls") == 1
+
+
+async def test_the_background_and_admin_refreshes_wait_for_their_outcome(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Only requests are bounded: an admin's forced refresh and the background refresher, behind
+    a 1 s token endpoint, each end with the new version, not a 503 after a request's 0.3 s."""
+    async with running(tmp_path, database_url, **BOUNDED) as h:
+        assert h.state is not None
+        assert h.refresher is not None
+        connection = await _connected(h)
+        h.state.behaviour.token_delay_seconds = 1.0
+        refreshed = await h.refresher.refresh_now("default", connection["id"])
+        assert refreshed.version == 2
+        await h.refresher.refresh_ahead(refreshed)
+        assert (await h.connection_row(connection["id"]))["version"] == 3
+
+
+async def test_after_a_timeout_no_replica_resends_the_refresh_token_too_soon(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An attempt with no answer in its 1 s may still be processed by the provider: the lease
+    stays unclaimable for twice the attempt's deadline, so another replica (here a second
+    refresher on the same database) does not send the same refresh token meanwhile, and
+    refreshes once that time has passed."""
+    from tokenbroker.lifecycle.health import ProviderHealth
+    from tokenbroker.lifecycle.refresh import Refresher
+
+    fast = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 4, "request_wait_ms": 300}}
+    async with running(tmp_path, database_url, **fast) as h:
+        assert h.state is not None
+        assert h.svc is not None
+        h.state.behaviour.timeout_seconds = 30
+        h.state.behaviour.reuse_grace_seconds = 60
+        connection = await _connected(h)
+        await h.expire_access_token(connection["id"])
+        h.state.behaviour.token_failures = ["timeout"]
+        with pytest.raises(RefreshUnavailable):
+            await _token(h, connection["id"])
+        await asyncio.sleep(1.2)  # the attempt has timed out
+        replica = Refresher(h.svc, ProviderHealth(h.svc.engine, h.svc.clock))
+        with pytest.raises(RefreshUnavailable):
+            await replica.access_token("default", connection["id"])
+        assert h.counter("refresh_calls") == 1
+        await asyncio.sleep(1.0)  # 2 s after the timeout
+        used = await replica.access_token("default", connection["id"])
+        assert used.connection.version == 2
+        assert h.counter("refresh_calls") == 2

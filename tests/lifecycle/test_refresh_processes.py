@@ -17,7 +17,14 @@ from tokenbroker.errors import NeedsReauth
 from tokenbroker.vault.rotation import check_all
 
 WORKER = str(Path(__file__).parents[1] / "support" / "refresh_worker.py")
-SHORT_LEASE = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 3, "wait_seconds": 10}}
+SHORT_LEASE = {
+    "refresh": {
+        "attempt_timeout_seconds": 1,
+        "lease_seconds": 3,
+        "wait_seconds": 10,
+        "request_wait_ms": 10_000,  # these callers wait for the refresh's own outcome
+    }
+}
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +97,9 @@ async def test_a_process_killed_holding_the_lease_is_taken_over_after_expiry(
 async def test_sigkill_at_random_points_never_leaves_an_unreadable_record(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'crash.db'}"  # the lease logic is the same SQL on both
     rng = random.Random(20261129)
-    crash_lease = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2}}
+    crash_lease = {
+        "refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 2, "request_wait_ms": 10_000}
+    }
     async with running(tmp_path, database_url, **crash_lease) as h:
         assert h.svc is not None
         assert h.refresher is not None

@@ -120,11 +120,17 @@ async def release_failed(
     not_before: datetime,
     now: datetime,
     degrade: bool = True,
+    hold_until: datetime | None = None,
 ) -> None:
-    """A temporary failure: keep every token, mark degraded, and earn a cooldown."""
+    """A temporary failure: keep every token, mark degraded, and earn a cooldown.
+
+    ``hold_until``: nobody may claim the lease before then (a request that timed out may still
+    be processed by the provider; sending the same refresh token again before it surely has
+    could trip reuse detection, in this process or any other).
+    """
     values: dict[str, object] = dict(
         lease_owner=None,
-        lease_until=None,
+        lease_until=hold_until,
         last_refresh_error=error,
         refresh_failures=failures,
         refresh_not_before=not_before,

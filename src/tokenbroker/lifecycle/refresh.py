@@ -6,6 +6,10 @@ task. Across processes and replicas, that task must win the database lease on th
 Each attempt runs under a hard deadline well inside the lease, and backoff waits happen after
 the lease is released, so two holders can never send the same refresh token.
 
+A request waits for the shared refresh at most ``request_wait_ms``: a token endpoint that hangs
+or a long backoff answers it with a typed 503 (``Retry-After``) while the refresh itself goes
+on, still single flight, and stores its tokens for the next call.
+
 Failures are classified: ``invalid_grant`` → ``needs_reauth`` (only if our version is still the
 stored one); ``invalid_client`` / ``unauthorized_client`` → the provider is misconfigured, every
 token kept; 5xx, 429, timeouts and network errors → retried with jittered backoff, tokens kept,
@@ -123,7 +127,8 @@ class Refresher:
         if connection.status == NEEDS_REAUTH:
             raise NeedsReauth(connection.status_reason or "the connection needs its user again")
         if stale or self.needs_refresh(connection, now):
-            await self._single_flight(tenant_id, connection, force=stale)
+            wait = self._settings.request_wait_ms / 1000
+            await self._single_flight(tenant_id, connection, force=stale, wait=wait)
             connection = await self._load(tenant_id, connection_id)
         token = await self._read(connection, "access_token")
         if token is None:
@@ -156,14 +161,28 @@ class Refresher:
         return await self._load(tenant_id, connection_id)
 
     # --- single flight ---------------------------------------------------------------------
-    async def _single_flight(self, tenant_id: str, seen: Connection, *, force: bool) -> None:
+    async def _single_flight(
+        self, tenant_id: str, seen: Connection, *, force: bool, wait: float | None = None
+    ) -> None:
+        """Join the connection's refresh (start it if none runs); ``wait``: give up waiting
+        after this many seconds, leaving the refresh to finish on its own."""
         task = self._inflight.get(seen.id)
         if task is None:
             task = asyncio.create_task(self._refresh(tenant_id, seen, force))
             self._inflight[seen.id] = task
             task.add_done_callback(self._forget(self._inflight, seen.id))
             task.add_done_callback(METRICS.refresh_done(seen.provider))
-        await asyncio.shield(task)
+        if wait is None:
+            await asyncio.shield(task)
+            return
+        done, _pending = await asyncio.wait({task}, timeout=wait)  # never cancels the task
+        if not done:
+            raise RefreshUnavailable(
+                f"the refresh of the {seen.provider} connection is taking longer than "
+                f"{wait:g} s; it goes on, and the next call uses its token",
+                retry_after=1,
+            )
+        task.result()
 
     @staticmethod
     def _forget(tasks: dict[_K, asyncio.Task[_T]], key: _K) -> Callable[[asyncio.Task[_T]], None]:
@@ -257,8 +276,9 @@ class Refresher:
                 raise RetryableFailure("rate_limited", retry_after)
             tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, svc.clock.now())
         except (TimeoutError, ProviderTimeout):
-            await self._release_failed(current, "timeout", None)
-            raise UncertainFailure("timeout", 2.0 * cfg.attempt_timeout_seconds) from None
+            uncertain = 2.0 * cfg.attempt_timeout_seconds
+            await self._release_failed(current, "timeout", None, hold_for=uncertain)
+            raise UncertainFailure("timeout", uncertain) from None
         except ProviderUnavailable as exc:
             await self._release_failed(current, exc.code, None)
             raise RetryableFailure(exc.code, None) from None
@@ -349,13 +369,21 @@ class Refresher:
         )
 
     async def _release_failed(
-        self, current: Connection, error: str, retry_after: float | None
+        self,
+        current: Connection,
+        error: str,
+        retry_after: float | None,
+        *,
+        hold_for: float | None = None,
     ) -> None:
+        """Release the lease after a temporary failure; ``hold_for``: seconds during which no
+        process may claim it again (an answer may still be coming)."""
         cfg = self._settings
         failures = current.refresh_failures + 1
         cooldown = min(cfg.cooldown_max_seconds, cfg.cooldown_base_seconds * 2 ** (failures - 1))
         now = self._svc.clock.now()
         not_before = now + timedelta(seconds=max(cooldown, retry_after or 0))
+        hold_until = None if hold_for is None else now + timedelta(seconds=hold_for)
         async with self._svc.engine.begin() as conn:
             await lease.release_failed(
                 conn,
@@ -366,6 +394,7 @@ class Refresher:
                 failures=failures,
                 not_before=not_before,
                 now=now,
+                hold_until=hold_until,
             )
         log.warning("refresh of %s failed (%s); tokens kept", current.id, error)
 
