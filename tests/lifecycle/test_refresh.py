@@ -149,7 +149,9 @@ async def test_timeout_at_a_strict_rotating_provider_is_flagged_not_silent(
 ) -> None:
     async with running(tmp_path, database_url, **FAST) as h:
         assert h.state is not None
-        h.state.behaviour.timeout_seconds = 2
+        # The provider processes the timed-out request 1.5 s after it came, rotating the token
+        # we never see; the next attempt comes only 2 s after the first (twice its deadline).
+        h.state.behaviour.timeout_seconds = 1.5
         connection = await _connected(h)
         await h.expire_access_token(connection["id"])
         h.state.behaviour.token_failures = ["timeout"]
@@ -382,14 +384,14 @@ async def test_the_background_and_admin_refreshes_wait_for_their_outcome(
 async def test_after_a_timeout_no_replica_resends_the_refresh_token_too_soon(
     tmp_path: Path, database_url: str
 ) -> None:
-    """An attempt with no answer in its 1 s may still be processed by the provider: the lease
-    stays unclaimable for twice the attempt's deadline, so another replica (here a second
-    refresher on the same database) does not send the same refresh token meanwhile, and
-    refreshes once that time has passed."""
+    """An attempt with no answer in its 2 s may still be processed by the provider: the lease
+    stays unclaimable until twice that after it was sent, so another replica (here a second
+    refresher on the same database) does not send the same refresh token meanwhile, and the
+    connection is refreshed once that time has passed."""
     from tokenbroker.lifecycle.health import ProviderHealth
     from tokenbroker.lifecycle.refresh import Refresher
 
-    fast = {"refresh": {"attempt_timeout_seconds": 1, "lease_seconds": 4, "request_wait_ms": 300}}
+    fast = {"refresh": {"attempt_timeout_seconds": 2, "lease_seconds": 4, "request_wait_ms": 300}}
     async with running(tmp_path, database_url, **fast) as h:
         assert h.state is not None
         assert h.svc is not None
@@ -400,12 +402,12 @@ async def test_after_a_timeout_no_replica_resends_the_refresh_token_too_soon(
         h.state.behaviour.token_failures = ["timeout"]
         with pytest.raises(RefreshUnavailable):
             await _token(h, connection["id"])
-        await asyncio.sleep(1.2)  # the attempt has timed out
+        await asyncio.sleep(2.0)  # the attempt (sent at 0 s) timed out at 2 s; now about 2.3 s
         replica = Refresher(h.svc, ProviderHealth(h.svc.engine, h.svc.clock))
         with pytest.raises(RefreshUnavailable):
             await replica.access_token("default", connection["id"])
         assert h.counter("refresh_calls") == 1
-        await asyncio.sleep(1.0)  # 2 s after the timeout
+        await asyncio.sleep(2.0)  # past 4 s
         used = await replica.access_token("default", connection["id"])
         assert used.connection.version == 2
         assert h.counter("refresh_calls") == 2

@@ -276,7 +276,8 @@ class Refresher:
                 raise RetryableFailure("rate_limited", retry_after)
             tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, svc.clock.now())
         except (TimeoutError, ProviderTimeout):
-            uncertain = 2.0 * cfg.attempt_timeout_seconds
+            # Nobody sends this refresh token again until twice the deadline after it was sent.
+            uncertain = float(cfg.attempt_timeout_seconds)
             await self._release_failed(current, "timeout", None, hold_for=uncertain)
             raise UncertainFailure("timeout", uncertain) from None
         except ProviderUnavailable as exc:
