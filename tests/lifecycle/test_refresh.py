@@ -33,6 +33,13 @@ async def _connected(h: Harness) -> dict[str, Any]:
     return dict(connection)
 
 
+async def _due(h: Harness) -> dict[str, Any]:
+    """A connection whose access token is due for refresh."""
+    connection = await _connected(h)
+    await h.expire_access_token(connection["id"])
+    return connection
+
+
 async def _token(h: Harness, connection_id: str) -> str:
     assert h.refresher is not None
     got = await h.refresher.access_token("default", connection_id)
@@ -152,8 +159,7 @@ async def test_timeout_at_a_strict_rotating_provider_is_flagged_not_silent(
         # The provider processes the timed-out request 1.5 s after it came, rotating the token
         # we never see; the next attempt comes only 2 s after the first (twice its deadline).
         h.state.behaviour.timeout_seconds = 1.5
-        connection = await _connected(h)
-        await h.expire_access_token(connection["id"])
+        connection = await _due(h)
         h.state.behaviour.token_failures = ["timeout"]
         with pytest.raises(NeedsReauth):
             await _token(h, connection["id"])
@@ -353,8 +359,7 @@ async def test_a_hanging_token_endpoint_costs_each_request_only_its_wait(
     async with running(tmp_path, database_url, **BOUNDED) as h:
         assert h.state is not None
         h.state.behaviour.timeout_seconds = 30
-        connection = await _connected(h)
-        await h.expire_access_token(connection["id"])
+        connection = await _due(h)
         h.state.behaviour.token_failures = ["timeout"]
         loop = asyncio.get_running_loop()
         for _ in range(3):
@@ -397,8 +402,7 @@ async def test_after_a_timeout_no_replica_resends_the_refresh_token_too_soon(
         assert h.svc is not None
         h.state.behaviour.timeout_seconds = 30
         h.state.behaviour.reuse_grace_seconds = 60
-        connection = await _connected(h)
-        await h.expire_access_token(connection["id"])
+        connection = await _due(h)
         h.state.behaviour.token_failures = ["timeout"]
         with pytest.raises(RefreshUnavailable):
             await _token(h, connection["id"])

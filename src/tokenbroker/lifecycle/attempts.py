@@ -21,3 +21,13 @@ class UncertainFailure(RetryableFailure):
     detection (which revokes the whole token family), so the next attempt waits until the
     first one has surely finished at the provider.
     """
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A token endpoint's ``Retry-After`` in seconds (0 to 300), if it gave a number."""
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), 300.0)
+    except ValueError:
+        return None

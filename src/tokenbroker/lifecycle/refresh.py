@@ -22,10 +22,9 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 from sqlalchemy import update
 
@@ -45,9 +44,10 @@ from tokenbroker.errors import (
     TokenBrokerError,
 )
 from tokenbroker.lifecycle import lease
-from tokenbroker.lifecycle.attempts import RetryableFailure, UncertainFailure
+from tokenbroker.lifecycle.attempts import RetryableFailure, UncertainFailure, retry_after_seconds
 from tokenbroker.lifecycle.health import MISCONFIGURED, OK, ProviderHealth
 from tokenbroker.lifecycle.notify import connection_event
+from tokenbroker.lifecycle.shared_tasks import SharedTasks
 from tokenbroker.observability.metrics import METRICS
 from tokenbroker.protocol.rfc6749 import refresh_token_request
 from tokenbroker.protocol.token_response import TokenResponse
@@ -67,8 +67,6 @@ USED_GRAIN_SECONDS = 60
 # callers of one process share it).
 FIRST_POLL = 0.01
 MAX_POLL = 0.025
-_K = TypeVar("_K")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -85,8 +83,8 @@ class Refresher:
         self._health = health
         self._settings: RefreshSettings = svc.settings.refresh
         self._owner = f"{secrets.token_hex(6)}"
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._fetches: dict[tuple[str, str, int | None], asyncio.Task[AccessToken]] = {}
+        self._inflight: SharedTasks[str, None] = SharedTasks()
+        self._fetches: SharedTasks[tuple[str, str, int | None], AccessToken] = SharedTasks()
 
     @property
     def health(self) -> ProviderHealth:
@@ -110,12 +108,10 @@ class Refresher:
         unseal): a burst of requests finding an expired token costs one refresh and one read,
         not one read per request after it.
         """
-        key = (tenant_id, connection_id, newer_than)
-        task = self._fetches.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(tenant_id, connection_id, newer_than))
-            self._fetches[key] = task
-            task.add_done_callback(self._forget(self._fetches, key))
+        task = self._fetches.join(
+            (tenant_id, connection_id, newer_than),
+            lambda: self._fetch(tenant_id, connection_id, newer_than),
+        )
         return await asyncio.shield(task)
 
     async def _fetch(
@@ -166,12 +162,11 @@ class Refresher:
     ) -> None:
         """Join the connection's refresh (start it if none runs); ``wait``: give up waiting
         after this many seconds, leaving the refresh to finish on its own."""
-        task = self._inflight.get(seen.id)
-        if task is None:
-            task = asyncio.create_task(self._refresh(tenant_id, seen, force))
-            self._inflight[seen.id] = task
-            task.add_done_callback(self._forget(self._inflight, seen.id))
-            task.add_done_callback(METRICS.refresh_done(seen.provider))
+        task = self._inflight.join(
+            seen.id,
+            lambda: self._refresh(tenant_id, seen, force),
+            on_done=METRICS.refresh_done(seen.provider),
+        )
         if wait is None:
             await asyncio.shield(task)
             return
@@ -183,18 +178,6 @@ class Refresher:
                 retry_after=1,
             )
         task.result()
-
-    @staticmethod
-    def _forget(tasks: dict[_K, asyncio.Task[_T]], key: _K) -> Callable[[asyncio.Task[_T]], None]:
-        """A done-callback: drop the shared task, and mark its exception retrieved (every
-        caller that awaited it re-raises it; nobody logs "never retrieved")."""
-
-        def done(task: asyncio.Task[_T]) -> None:
-            tasks.pop(key, None)
-            if not task.cancelled():
-                task.exception()
-
-        return done
 
     async def _refresh(self, tenant_id: str, seen: Connection, force: bool) -> None:
         svc, cfg = self._svc, self._settings
@@ -271,7 +254,7 @@ class Refresher:
                 timeout=cfg.attempt_timeout_seconds,
             )
             if raw.status == 429:
-                retry_after = _retry_after(raw.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(raw.headers.get("Retry-After"))
                 await self._release_failed(current, "rate_limited", retry_after)
                 raise RetryableFailure("rate_limited", retry_after)
             tokens = parse_tokens(spec, raw.status, raw.content_type, raw.body, svc.clock.now())
@@ -413,12 +396,3 @@ class Refresher:
         )
         async with self._svc.engine.connect() as conn:
             return await self._svc.sealed.get(conn, ctx)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), 300.0)
-    except ValueError:
-        return None
