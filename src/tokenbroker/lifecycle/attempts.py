@@ -1,5 +1,6 @@
 """How one refresh attempt failed when it may be retried (the refresher backs off and tries
-again within the caller's wait); failures that end the attempt for good are typed errors."""
+again within ``[refresh] wait_seconds``); failures that end the attempt for good are typed
+errors."""
 
 from __future__ import annotations
 
